@@ -1,0 +1,109 @@
+"""The robustness pipeline: data -> expectations -> train -> evaluate -> drift -> resilience ->
+report, all logged to one MLflow run."""
+
+from __future__ import annotations
+
+import resource
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.tasks import exponential_backoff
+
+from pno.config import SPLITS, PipelineConfig
+from tasks.data import generate_split
+from tasks.drift import detect_drift
+from tasks.evaluate import evaluate_model
+from tasks.report import write_report
+from tasks.resilience import guarded_predict, load_test, reload_checkpoint
+from tasks.tracking import finish_run, list_artifacts, log_artifacts, log_metrics, log_model, \
+    start_run
+from tasks.train import train_model
+from tasks.validate import validate_split
+
+EXPECTED_ARTIFACTS = ["expectations/gx_train.json", "drift/drift_report.html", "plots/",
+                      "checkpoints/pno-dropout.pt"]
+
+
+def _run_count(state) -> int:  # noqa: ANN001
+    """How many times Prefect ran the task behind ``state`` (retries included)."""
+    with get_client(sync_client=True) as client:
+        return client.read_task_run(state.state_details.task_run_id).run_count
+
+
+def _resilience(cfg: PipelineConfig, checkpoint: str, test_path: str, run_dir: Path) -> dict:
+    r = cfg.resilience
+    delays = exponential_backoff(backoff_factor=r.retry_delay_seconds)(r.retries) if r.retries \
+        else 0
+    retry_state = reload_checkpoint.with_options(retries=r.retries, retry_delay_seconds=delays)(
+        checkpoint, r.injected_faults, return_state=True)
+    bad = np.full((1, 1, cfg.data.resolution, cfg.data.resolution), np.nan, dtype=np.float32)
+    guard_state = guarded_predict.with_options(retries=r.retries, retry_delay_seconds=delays)(
+        checkpoint, bad, cfg.data.resolution, return_state=True)
+    load = load_test(checkpoint, test_path, cfg.data.resolution, r.load_threads,
+                     r.load_requests, r.load_batch, r.load_samples, run_dir / "resilience")
+    attempts = _run_count(retry_state)
+    return {
+        "retry": {"completed": retry_state.is_completed(), "attempts": attempts,
+                  "faults": r.injected_faults, "retries": r.retries,
+                  "detail": f"{retry_state.name} after {attempts} attempts"},
+        "invalid_input": {"state": guard_state.type.value, "attempts": _run_count(guard_state),
+                          "message": guard_state.message},
+        "load": load,
+    }
+
+
+@flow(name="robustness-pipeline", log_prints=True)
+def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
+    """Run every stage on ``config`` (defaults when None); returns paths, run id and status."""
+    cfg = config or PipelineConfig()
+    t0 = time.perf_counter()
+    run_name = f"robustness-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    out = cfg.output_dir.resolve()
+    run_dir = out / "runs" / run_name
+    tracking = start_run(cfg, run_name)
+    uri, run_id = tracking["tracking_uri"], tracking["run_id"]
+    try:
+        data = {s: generate_split(cfg.data, s, out / "data") for s in SPLITS}
+        validation = {s: validate_split(data[s]["path"], s, run_dir / "expectations")
+                      for s in SPLITS}
+        log_artifacts(uri, run_id, [v["result"] for v in validation.values()], "expectations")
+        training = [train_model(m, cfg, data["train"]["path"], data["val"]["path"], run_dir,
+                                run_id) for m in ("fno", "pno-dropout")]
+        ckpt = {t["method"]: t["checkpoint"] for t in training}
+        log_artifacts(uri, run_id, list(ckpt.values()), "checkpoints")
+        evaluation = [evaluate_model(m, ckpt[m], data["test"]["path"], cfg, run_dir, run_id)
+                      for m in ckpt]
+        drift = detect_drift(validation["train"]["features"], validation["current"]["features"], cfg.drift,
+                             run_dir / "drift")
+        log_artifacts(uri, run_id, [drift["html"]], "drift")
+        log_metrics(uri, run_id, {"drift.drifted_share": drift["drifted_share"]})
+        resilience = _resilience(cfg, ckpt["pno-dropout"], data["test"]["path"], run_dir)
+        log_metrics(uri, run_id, {f"load.{k}": v for k, v in resilience["load"].items()})
+        logged_model = log_model(uri, run_id, ckpt["pno-dropout"], cfg.data.resolution)
+        results = {
+            "run_name": run_name, "run_id": run_id, "data": list(data.values()),
+            "validation": list(validation.values()), "training": training, "evaluation": evaluation,
+            "drift": drift, "resilience": resilience, "logged_model": logged_model,
+            "stages": ["data", "expectations", "train", "evaluate", "drift", "resilience"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "elapsed_seconds": time.perf_counter() - t0,
+            "expected_artifacts": EXPECTED_ARTIFACTS,
+            "artifacts": list_artifacts(uri, run_id),
+        }
+        report = write_report(results, cfg, run_dir)
+        log_artifacts(uri, run_id, [report["json"], report["markdown"]], "report")
+        log_metrics(uri, run_id, {"report.gates_passed": report["gates_passed"],
+                                  "report.gates_total": report["gates_total"]})
+    except BaseException:
+        # keep what the stages wrote (e.g. the GX result of data that failed) with the run
+        if run_dir.exists():
+            log_artifacts(uri, run_id, [run_dir], "partial")
+        finish_run(uri, run_id, "FAILED")
+        raise
+    finish_run(uri, run_id, "FINISHED")
+    return {"report": report, "run_dir": str(run_dir), "tracking": tracking,
+            "seconds": time.perf_counter() - t0}

@@ -1,0 +1,182 @@
+"""Fourier neural operator (Li et al. 2021) with optional dropout for the PNO-D of Bulte, Scholl and
+Kutyniok (2025).
+
+Tensors are channel-first: inputs ``(B, C_in, H, W)``, outputs ``(B, C_out, H, W)``, samples
+``(S, B, C_out, H, W)``. Inputs and outputs are in physical units; the model normalises internally
+with scalar statistics stored as buffers, so a checkpoint rebuilds it without the training data and
+the same weights evaluate on a finer grid.
+
+Stochasticity is explicit: ``forward(x)`` is deterministic whatever ``.train()`` says, and
+``sample(x, n_samples)`` draws dropout masks (Fourier space, lifting and projection) on purpose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class FNOConfig:
+    """Everything needed to rebuild an :class:`FNO` (stored in checkpoints)."""
+
+    in_channels: int = 1
+    out_channels: int = 1
+    width: int = 32
+    modes: int = 8
+    n_layers: int = 4
+    padding: int = 6
+    projection_width: int = 64
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("in_channels", "out_channels", "width", "modes", "n_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.padding < 0:
+            raise ValueError(f"padding must be >= 0, got {self.padding}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _dropout_mask(shape: tuple[int, ...], p: float, like: Tensor,
+                  generator: torch.Generator | None) -> Tensor:
+    """Inverted-dropout mask (values 0 or 1/(1-p)) drawn from ``generator`` (global RNG if None)."""
+    keep = torch.empty(shape, dtype=like.dtype, device=like.device)
+    keep.bernoulli_(1.0 - p, generator=generator)
+    return keep / (1.0 - p)
+
+
+class SpectralConv2d(nn.Module):
+    """Linear map on the lowest ``modes`` x ``modes`` Fourier coefficients (both signs of ky).
+
+    The contraction over channels is a batched complex matmul with the mode axis leading, which on
+    CPU is much faster than the equivalent ``einsum("bixy,ioxy->boxy")``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, modes: int) -> None:
+        super().__init__()
+        self.modes = modes
+        scale = 1.0 / (in_channels * out_channels)
+        # (2 corner blocks, modes*modes, in, out) stored as real pairs for optimiser compatibility
+        weight = scale * torch.rand(2, modes * modes, in_channels, out_channels, 2)
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x: (N, C_in, H, W) real -> (N, C_out, H, W); ``mask`` (N, C_out, 2m, m) scales modes."""
+        n, _, h, w = x.shape
+        m = self.modes
+        if 2 * m > h or m > w // 2 + 1:
+            raise ValueError(f"{m} modes need a grid of at least {2 * m}x{2 * m - 2}, got {h}x{w}")
+        x_ft = torch.fft.rfft2(x, norm="ortho")
+        blocks = torch.cat([x_ft[:, :, :m, :m], x_ft[:, :, -m:, :m]], dim=2)  # (N, Ci, 2m, m)
+        weight = torch.view_as_complex(self.weight)  # (2, m*m, Ci, Co)
+        # -> (2, m*m, N, Ci) @ (2, m*m, Ci, Co) = (2, m*m, N, Co)
+        xb = blocks.reshape(n, -1, 2, m * m).permute(2, 3, 0, 1)
+        out = torch.matmul(xb, weight)
+        out = out.permute(2, 3, 0, 1).reshape(n, -1, 2 * m, m)
+        if mask is not None:
+            out = out * mask
+        out_ft = torch.zeros(n, out.shape[1], h, w // 2 + 1, dtype=out.dtype, device=x.device)
+        out_ft[:, :, :m, :m] = out[:, :, :m]
+        out_ft[:, :, -m:, :m] = out[:, :, m:]
+        return torch.fft.irfft2(out_ft, s=(h, w), norm="ortho")
+
+
+class FNO(nn.Module):
+    """2D FNO: pointwise lifting of (input, x, y), Fourier layers with a pointwise skip, projection.
+
+    With ``config.dropout > 0`` the model is a PNO-D: :meth:`sample` applies dropout to the lifted
+    features, to every Fourier layer's retained modes and to the projection's hidden features.
+    """
+
+    def __init__(self, config: FNOConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.lift = nn.Conv2d(c.in_channels + 2, c.width, 1)
+        self.spectral = nn.ModuleList(SpectralConv2d(c.width, c.width, c.modes)
+                                      for _ in range(c.n_layers))
+        self.skip = nn.ModuleList(nn.Conv2d(c.width, c.width, 1) for _ in range(c.n_layers))
+        self.proj1 = nn.Conv2d(c.width, c.projection_width, 1)
+        self.proj2 = nn.Conv2d(c.projection_width, c.out_channels, 1)
+        for name in ("in_mean", "out_mean"):
+            self.register_buffer(name, torch.zeros(()))
+        for name in ("in_std", "out_std"):
+            self.register_buffer(name, torch.ones(()))
+
+    @property
+    def probabilistic(self) -> bool:
+        """True when :meth:`sample` draws different fields (dropout > 0)."""
+        return self.config.dropout > 0.0
+
+    def set_normalization(self, x: Tensor, y: Tensor) -> None:
+        """Scalar mean/std of training inputs ``x`` (B, C_in, H, W) and targets ``y``."""
+        with torch.no_grad():
+            self.in_mean.fill_(x.mean())
+            self.in_std.fill_(x.std().clamp_min(1e-12))
+            self.out_mean.fill_(y.mean())
+            self.out_std.fill_(y.std().clamp_min(1e-12))
+
+    def _lift(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(f"expected input (B, {self.config.in_channels}, H, W), "
+                             f"got {tuple(x.shape)}")
+        b, _, h, w = x.shape
+        gx = torch.linspace(0, 1, h, dtype=x.dtype, device=x.device).view(1, 1, h, 1)
+        gy = torch.linspace(0, 1, w, dtype=x.dtype, device=x.device).view(1, 1, 1, w)
+        grid = torch.cat([gx.expand(b, 1, h, w), gy.expand(b, 1, h, w)], dim=1)
+        x = (x - self.in_mean) / self.in_std
+        return self.lift(torch.cat([x, grid], dim=1))
+
+    def _body(self, v: Tensor, generator: torch.Generator | None, stochastic: bool) -> Tensor:
+        """Fourier layers and projection on lifted features v (N, width, H, W)."""
+        p, c = self.config.dropout, self.config
+        h, w = v.shape[-2:]
+        if stochastic:
+            v = v * _dropout_mask(v.shape[:2] + (1, 1), p, v, generator)
+        pad = c.padding
+        if pad:
+            v = F.pad(v, (0, pad, 0, pad))  # non-periodic data: pad so the FFT does not wrap
+        for i, (spec, skip) in enumerate(zip(self.spectral, self.skip, strict=True)):
+            mask = None
+            if stochastic:
+                mask = _dropout_mask((v.shape[0], c.width, 2 * c.modes, c.modes), p, v, generator)
+            v = spec(v, mask) + skip(v)
+            if i < c.n_layers - 1:
+                v = F.gelu(v)
+        if pad:
+            v = v[..., :h, :w]
+        v = F.gelu(self.proj1(v))
+        if stochastic:
+            v = v * _dropout_mask(v.shape[:2] + (1, 1), p, v, generator)
+        return self.proj2(v) * self.out_std + self.out_mean
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Deterministic prediction (dropout off): (B, C_in, H, W) -> (B, C_out, H, W)."""
+        return self._body(self._lift(x), None, stochastic=False)
+
+    def sample(self, x: Tensor, n_samples: int,
+               generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n_samples`` output fields per input: (B, C_in, H, W) -> (S, B, C_out, H, W).
+
+        The lifting is computed once and shared by all samples; each sample gets its own dropout
+        masks, drawn from ``generator`` (the global torch RNG when None). Differentiable, so the
+        energy-score loss trains through it.
+        """
+        if not self.probabilistic:
+            raise ValueError("this FNO has dropout=0 and no predictive distribution; "
+                             "use forward() for its point prediction")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        lifted = self._lift(x)
+        b = lifted.shape[0]
+        rep = lifted.unsqueeze(0).expand(n_samples, *lifted.shape).reshape(-1, *lifted.shape[1:])
+        out = self._body(rep, generator, stochastic=True)
+        return out.reshape(n_samples, b, *out.shape[1:])

@@ -1,0 +1,215 @@
+"""Validated configuration of the robustness pipeline, with named presets and ``key=value`` overrides.
+
+Defaults finish on a 2-core laptop; ``smoke`` runs the whole flow on tiny data (for trying an
+install and for tests). Bigger runs are a preset or an override, never an edit of the code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SPLITS = ("train", "val", "calib", "test", "current")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Strict):
+    """Darcy flow data: -div(a grad u) = forcing on the unit square, a from a thresholded GRF."""
+
+    pde: Literal["darcy"] = "darcy"
+    resolution: int = Field(32, ge=8, le=512, description="grid nodes per side, boundary included")
+    n_train: int = Field(800, ge=8)
+    n_val: int = Field(100, ge=4)
+    n_calib: int = Field(100, ge=4)
+    n_test: int = Field(100, ge=4)
+    n_current: int = Field(100, ge=4)
+    alpha: float = Field(2.0, gt=1.0)
+    tau: float = Field(3.0, gt=0.0)
+    high: float = Field(12.0, gt=0.0)
+    low: float = Field(3.0, gt=0.0)
+    forcing: float = Field(1.0, gt=0.0)
+    seed: int = Field(0, ge=0)
+    current_tau: float | None = Field(None, gt=0.0, description="GRF tau of the 'current' batch "
+                                      "(None: same as training, i.e. no drift)")
+    current_high: float | None = Field(None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check_contrast(self) -> DataConfig:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+    def n_samples(self, split: str) -> int:
+        return getattr(self, f"n_{split}")
+
+    def generating_config(self, split: str) -> dict[str, Any]:
+        """Everything that determines a split's content; its hash is the cache key."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        shifted = split == "current"
+        return {
+            "pde": self.pde, "split": split, "n_samples": self.n_samples(split),
+            "resolution": self.resolution, "alpha": self.alpha,
+            "tau": (self.current_tau or self.tau) if shifted else self.tau,
+            "high": (self.current_high or self.high) if shifted else self.high,
+            "low": self.low, "forcing": self.forcing,
+            # one seed per split, derived from the base seed
+            "seed": self.seed * 1000 + SPLITS.index(split),
+        }
+
+
+class ModelConfig(Strict):
+    """FNO backbone sizes (shared by the baseline and the PNO-D)."""
+
+    width: int = Field(32, ge=1)
+    modes: int = Field(8, ge=1)
+    n_layers: int = Field(4, ge=1)
+    padding: int = Field(6, ge=0)
+    projection_width: int = Field(64, ge=1)
+    dropout: float = Field(0.1, gt=0.0, lt=1.0, description="PNO-D dropout rate")
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(20, ge=1, description="epochs of the FNO baseline")
+    pno_epochs: int = Field(12, ge=1, description="epochs of the PNO-D (each costs ~3 passes)")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    train_samples: int = Field(3, ge=2, description="samples per input in the energy score")
+    seed: int = 0
+
+
+class EvalConfig(Strict):
+    n_samples: int = Field(100, ge=2, description="predictive samples per test input")
+    level: float = Field(0.9, gt=0.0, lt=1.0, description="central interval level")
+    batch_size: int = Field(16, ge=1)
+    plot_index: int = Field(0, ge=0, description="test sample shown in the plot")
+
+
+class DriftConfig(Strict):
+    columns: tuple[str, ...] = ("a_mean", "a_high_fraction", "u_mean", "u_max", "u_rms")
+    drift_share: float = Field(0.5, gt=0.0, le=1.0)
+
+
+class ResilienceConfig(Strict):
+    injected_faults: int = Field(2, ge=0, description="transient faults before success")
+    retries: int = Field(3, ge=0)
+    retry_delay_seconds: float = Field(0.2, ge=0.0, description="first backoff delay")
+    load_threads: int = Field(4, ge=1)
+    load_requests: int = Field(200, ge=1)
+    load_batch: int = Field(4, ge=1)
+    load_samples: int = Field(16, ge=2, description="predictive samples per load request")
+
+
+class GateConfig(Strict):
+    """Thresholds of the quality gates; the report's overall status is computed from them."""
+
+    max_rel_l2: float = Field(0.1, gt=0.0, description="relative L2 of the mean, each model")
+    min_coverage: float = Field(0.7, ge=0.0, le=1.0, description="PNO-D empirical coverage")
+    max_coverage: float = Field(1.0, ge=0.0, le=1.0)
+    max_drift_share: float = Field(0.5, ge=0.0, le=1.0)
+    max_load_error_rate: float = Field(0.0, ge=0.0, le=1.0)
+    max_p95_latency_ms: float = Field(2000.0, gt=0.0)
+    max_peak_rss_mb: float = Field(8000.0, gt=0.0)
+
+
+class PipelineConfig(Strict):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    drift: DriftConfig = DriftConfig()
+    resilience: ResilienceConfig = ResilienceConfig()
+    gates: GateConfig = GateConfig()
+    output_dir: Path = Field(Path("pno-output"), description="data, checkpoints and reports")
+    tracking_uri: str | None = Field(None, description="MLflow URI; None: $MLFLOW_TRACKING_URI "
+                                     "or sqlite:///<cwd>/mlflow.db")
+    experiment: str = "pno-physics-bench"
+    torch_threads: int = Field(2, ge=1)
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "smoke": {
+        "data": {"resolution": 16, "n_train": 48, "n_val": 8, "n_calib": 8, "n_test": 8,
+                 "n_current": 24},
+        "model": {"width": 8, "modes": 4, "n_layers": 2, "padding": 2, "projection_width": 16},
+        "train": {"epochs": 2, "pno_epochs": 2, "batch_size": 16},
+        "eval": {"n_samples": 20},
+        "resilience": {"load_requests": 20, "load_threads": 2, "retry_delay_seconds": 0.05},
+        # a two-epoch model is not accurate: the smoke run checks plumbing, not quality
+        "gates": {"max_rel_l2": 1.0, "min_coverage": 0.0},
+    },
+}
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.epochs=5", "data.current_tau=5"]`` -> nested dict; values parsed as JSON when
+    they are JSON (numbers, booleans, null, lists), else kept as strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} is not of the form key=value (e.g. train.epochs=5)")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def build_config(preset: str = "default", overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """The preset's settings with ``overrides`` applied on top, validated."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    merged = _deep_merge(PRESETS[preset], overrides or {})
+    try:
+        return PipelineConfig.model_validate(merged)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ValueError("invalid configuration:\n" + "\n".join(lines)) from e
+
+
+def flatten(config: PipelineConfig) -> dict[str, Any]:
+    """Dotted ``section.key -> value`` view (MLflow params)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = node
+
+    walk("", config.model_dump(mode="json"))
+    return out

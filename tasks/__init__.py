@@ -1,0 +1,1 @@
+"""Thin Prefect tasks: I/O, logging and retries around the pure packages ``pdes`` and ``model``."""

@@ -1,0 +1,196 @@
+"""Report stage: every line is a check that ran, with its measured value and threshold.
+
+A check is a gate (it decides the overall status) or information (a measurement shown without a
+verdict). A section that is not built yet says ``NOT_IMPLEMENTED``; nothing is PASS unless a
+measured value met its threshold in this run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from pno.config import GateConfig, PipelineConfig
+
+SECTIONS = ("Error handling", "Monitoring", "Security", "Quality gates", "Infrastructure",
+            "End-to-end", "Resilience", "Uncertainty scores")
+
+
+@dataclass(frozen=True)
+class Check:
+    section: str
+    name: str
+    value: Any
+    threshold: str
+    status: str  # PASS, FAIL, INFO or NOT_IMPLEMENTED
+    gate: bool
+
+
+def gate(section: str, name: str, value: Any, ok: bool, threshold: str) -> Check:
+    return Check(section, name, value, threshold, "PASS" if ok else "FAIL", True)
+
+
+def info(section: str, name: str, value: Any) -> Check:
+    return Check(section, name, value, "-", "INFO", False)
+
+
+def todo(section: str, name: str, where: str) -> Check:
+    return Check(section, name, None, where, "NOT_IMPLEMENTED", False)
+
+
+def _resilience_checks(res: dict, g: GateConfig) -> list[Check]:
+    retry, guard, load = res["retry"], res["invalid_input"], res["load"]
+    eh, rs, sec = "Error handling", "Resilience", "Security"
+    return [
+        gate(eh, "transient fault survived through Prefect retries", retry["detail"],
+             retry["completed"] and retry["attempts"] == retry["faults"] + 1,
+             f"completes after {retry['faults']} injected faults, on attempt {retry['faults'] + 1}"
+             f" of {retry['retries'] + 1}"),
+        gate(eh, "invalid input fails at once (not retried)",
+             f"{guard['state']}, attempts={guard['attempts']}",
+             guard["state"] == "FAILED" and guard["attempts"] == 1, "failed, attempts == 1"),
+        gate(eh, "malformed requests rejected with InvalidInputError",
+             f"{load['bad_rejected']}/{load['bad_total']}",
+             load["bad_rejected"] == load["bad_total"], "all rejected, none crash"),
+        gate(sec, "ordinary test inputs accepted by input validation",
+             f"{load['valid_checked'] - load['valid_rejected']}/{load['valid_checked']}",
+             load["valid_rejected"] == 0, "no false rejections"),
+        gate(sec, "checkpoint loader refuses pickled code (weights_only=True)",
+             load["refuses_pickled_code"], load["refuses_pickled_code"], "refused"),
+        todo(sec, "authentication, rate limiting", "no network service exists yet (issue 6)"),
+        gate(rs, "concurrent inference error rate",
+             f"{load['errors']}/{load['requests']} ({load['threads']} threads)",
+             load["error_rate"] <= g.max_load_error_rate, f"<= {g.max_load_error_rate}"),
+        gate(rs, "p95 latency (ms) per request", round(load["p95_ms"], 2),
+             load["p95_ms"] <= g.max_p95_latency_ms, f"<= {g.max_p95_latency_ms}"),
+        info(rs, "throughput (requests/s)", round(load["throughput_rps"], 2)),
+        info(rs, "p50 / p99 latency (ms)", f"{load['p50_ms']:.2f} / {load['p99_ms']:.2f}"),
+    ]
+
+
+def _quality_checks(r: dict, g: GateConfig) -> list[Check]:
+    qg, mon = "Quality gates", "Monitoring"
+    checks = [gate(qg, f"expectations met on {v['split']}", f"{v['successful']}/{v['evaluated']}",
+                   v["successful"] == v["evaluated"], "all") for v in r["validation"]]
+    for m in r["evaluation"]:
+        rel = m["scores"]["rel_l2"]
+        checks.append(gate(qg, f"{m['method']}: relative L2 of the mean on test", round(rel, 5),
+                           rel <= g.max_rel_l2, f"<= {g.max_rel_l2}"))
+        if m["probabilistic"]:
+            cov = m["scores"]["coverage_90"]
+            checks.append(gate(qg, f"{m['method']}: empirical coverage of 90% intervals",
+                               round(cov, 4), g.min_coverage <= cov <= g.max_coverage,
+                               f"in [{g.min_coverage}, {g.max_coverage}]"))
+    d = r["drift"]
+    checks += [
+        gate(qg, "feature drift share (current vs train, Evidently)",
+             round(d["drifted_share"], 3), d["drifted_share"] <= g.max_drift_share,
+             f"<= {g.max_drift_share}"),
+        todo(qg, "calibrated (conformal) coverage", "issue 5"),
+        todo(qg, "gated promotion in the model registry", "issue 6"),
+    ]
+    checks += [info(mon, f"drift of {c}", f"{v['method']} = {v['score']:.3g} "
+                                          f"(threshold {v['threshold']}), drifted={v['drifted']}")
+               for c, v in d["columns"].items()]
+    for t in r["training"]:
+        losses = [h["train_loss"] for h in t["history"]]
+        checks.append(gate(mon, f"{t['method']}: training losses finite",
+                           f"{len(losses)} epochs, last {losses[-1]:.4g}" if losses else "none",
+                           all(math.isfinite(v) for v in losses), "all finite"))
+    return checks
+
+
+def _infra_checks(r: dict, g: GateConfig) -> list[Check]:
+    inf, e2e = "Infrastructure", "End-to-end"
+    checks = [info(inf, f"data {d['split']}: content hash", f"{d['content_hash'][:16]} "
+                   f"({'cache hit' if d['cache_hit'] else 'generated'}, {d['seconds']:.1f} s)")
+              for d in r["data"]]
+    checks += [
+        gate(inf, "peak resident memory (MB)", round(r["peak_rss_mb"], 1),
+             r["peak_rss_mb"] <= g.max_peak_rss_mb, f"<= {g.max_peak_rss_mb}"),
+        info(inf, "pipeline wall time until report (s)", round(r["elapsed_seconds"], 1)),
+    ]
+    checks += [info(inf, f"{t['method']}: training throughput (samples/s)",
+                    round(t["samples_per_second"], 1)) for t in r["training"]]
+    expected = r["expected_artifacts"]
+    present = [a for a in expected if any(p.startswith(a) for p in r["artifacts"])]
+    checks += [
+        gate(e2e, "stages completed before the report", ", ".join(r["stages"]),
+             len(r["stages"]) == 6, "data, expectations, train, evaluate, drift, resilience"),
+        gate(e2e, "MLflow run holds the stage artifacts", f"{len(present)}/{len(expected)}",
+             len(present) == len(expected), ", ".join(expected)),
+        gate(e2e, "model logged to MLflow reloads with the same predictions (max abs diff)",
+             r["logged_model"]["reload_max_abs_diff"],
+             r["logged_model"]["reload_max_abs_diff"] == 0.0, "== 0"),
+    ]
+    return checks
+
+
+def _score_checks(r: dict) -> list[Check]:
+    checks = []
+    for m in r["evaluation"]:
+        for k, v in m["scores"].items():
+            checks.append(info("Uncertainty scores", f"{m['method']}: {k}",
+                               v if isinstance(v, int) else round(v, 6)))
+        if not m["probabilistic"]:
+            checks.append(info("Uncertainty scores", f"{m['method']}: NLL, coverage",
+                               "not defined: deterministic model, no predictive distribution"))
+    return checks
+
+
+def build_report(results: dict, cfg: PipelineConfig) -> dict:
+    """The report as a JSON-ready dict: checks, overall status, scores."""
+    g = cfg.gates
+    checks = (_resilience_checks(results["resilience"], g) + _quality_checks(results, g)
+              + _infra_checks(results, g) + _score_checks(results))
+    gates = [c for c in checks if c.gate]
+    failed = [c for c in gates if c.status == "FAIL"]
+    return {
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_name": results["run_name"], "mlflow_run_id": results["run_id"],
+        "overall_status": "FAIL" if failed else "PASS",
+        "gates_passed": len(gates) - len(failed), "gates_total": len(gates),
+        "failed_gates": [f"{c.section}: {c.name}" for c in failed],
+        "not_implemented": [f"{c.section}: {c.name}" for c in checks
+                            if c.status == "NOT_IMPLEMENTED"],
+        "checks": [asdict(c) for c in checks],
+        "scores": {m["method"]: m["scores"] for m in results["evaluation"]},
+    }
+
+
+def render_markdown(report: dict) -> str:
+    lines = [f"# Robustness report: {report['run_name']}", "",
+             f"- Generated: {report['generated']}",
+             f"- MLflow run: `{report['mlflow_run_id']}`",
+             f"- **Overall status: {report['overall_status']}** "
+             f"({report['gates_passed']}/{report['gates_total']} gates passed, "
+             f"{len(report['not_implemented'])} checks not implemented)", ""]
+    if report["failed_gates"]:
+        lines += ["Failed gates:", *[f"- {f}" for f in report["failed_gates"]], ""]
+    for section in SECTIONS:
+        rows = [c for c in report["checks"] if c["section"] == section]
+        lines += [f"## {section}", "", "| check | measured | threshold | status |",
+                  "|---|---|---|---|"]
+        lines += [f"| {c['name']} | {'-' if c['value'] is None else c['value']} | "
+                  f"{c['threshold']} | {c['status']} |" for c in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+@task(name="write-report")
+def write_report(results: dict, cfg: PipelineConfig, run_dir: Path) -> dict:
+    """Write report.json and report.md under ``run_dir``; returns paths and the status."""
+    report = build_report(results, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = run_dir / "report.json", run_dir / "report.md"
+    json_path.write_text(json.dumps(report, indent=1, default=str))
+    md_path.write_text(render_markdown(report))
+    return {"json": str(json_path), "markdown": str(md_path),
+            "overall_status": report["overall_status"], "gates_passed": report["gates_passed"],
+            "gates_total": report["gates_total"], "failed_gates": report["failed_gates"]}
