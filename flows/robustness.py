@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from prefect import flow
-from prefect.client.orchestration import get_client
+from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from pno.config import SPLITS, PipelineConfig
@@ -18,39 +18,42 @@ from tasks.data import generate_split
 from tasks.drift import detect_drift
 from tasks.evaluate import evaluate_model
 from tasks.report import write_report
-from tasks.resilience import guarded_predict, load_test, reload_checkpoint
-from tasks.tracking import finish_run, list_artifacts, log_artifacts, log_metrics, log_model, \
-    start_run
+from tasks.resilience import attempts, guarded_predict, load_test, reload_checkpoint
+from tasks.tracking import (
+    finish_run,
+    list_artifacts,
+    log_artifacts,
+    log_metrics,
+    log_model,
+    start_run,
+)
 from tasks.train import train_model
 from tasks.validate import validate_split
 
 EXPECTED_ARTIFACTS = ["expectations/gx_train.json", "drift/drift_report.html", "plots/",
-                      "checkpoints/pno-dropout.pt"]
-
-
-def _run_count(state) -> int:  # noqa: ANN001
-    """How many times Prefect ran the task behind ``state`` (retries included)."""
-    with get_client(sync_client=True) as client:
-        return client.read_task_run(state.state_details.task_run_id).run_count
+                      "checkpoints/pno-dropout-"]
 
 
 def _resilience(cfg: PipelineConfig, checkpoint: str, test_path: str, run_dir: Path) -> dict:
+    """Retry against injected faults, an invalid input that must not be retried, and load."""
     r = cfg.resilience
     delays = exponential_backoff(backoff_factor=r.retry_delay_seconds)(r.retries) if r.retries \
         else 0
+    ledgers = run_dir / "resilience"
     retry_state = reload_checkpoint.with_options(retries=r.retries, retry_delay_seconds=delays)(
-        checkpoint, r.injected_faults, return_state=True)
+        checkpoint, r.injected_faults, ledgers / "reload.attempts", return_state=True)
     bad = np.full((1, 1, cfg.data.resolution, cfg.data.resolution), np.nan, dtype=np.float32)
     guard_state = guarded_predict.with_options(retries=r.retries, retry_delay_seconds=delays)(
-        checkpoint, bad, cfg.data.resolution, return_state=True)
+        checkpoint, bad, cfg.data.resolution, ledgers / "guard.attempts", return_state=True)
     load = load_test(checkpoint, test_path, cfg.data.resolution, r.load_threads,
                      r.load_requests, r.load_batch, r.load_samples, run_dir / "resilience")
-    attempts = _run_count(retry_state)
+    tries = attempts(ledgers / "reload.attempts")
     return {
-        "retry": {"completed": retry_state.is_completed(), "attempts": attempts,
+        "retry": {"completed": retry_state.is_completed(), "attempts": tries,
                   "faults": r.injected_faults, "retries": r.retries,
-                  "detail": f"{retry_state.name} after {attempts} attempts"},
-        "invalid_input": {"state": guard_state.type.value, "attempts": _run_count(guard_state),
+                  "detail": f"{retry_state.name} after {tries} attempts"},
+        "invalid_input": {"state": guard_state.type.value,
+                          "attempts": attempts(ledgers / "guard.attempts"),
                           "message": guard_state.message},
         "load": load,
     }
@@ -61,7 +64,7 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
     """Run every stage on ``config`` (defaults when None); returns paths, run id and status."""
     cfg = config or PipelineConfig()
     t0 = time.perf_counter()
-    run_name = f"robustness-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    run_name = f"robustness-{datetime.now(UTC):%Y%m%d-%H%M%S}-{flow_run.name}"
     out = cfg.output_dir.resolve()
     run_dir = out / "runs" / run_name
     tracking = start_run(cfg, run_name)
@@ -71,14 +74,14 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
         validation = {s: validate_split(data[s]["path"], s, run_dir / "expectations")
                       for s in SPLITS}
         log_artifacts(uri, run_id, [v["result"] for v in validation.values()], "expectations")
-        training = [train_model(m, cfg, data["train"]["path"], data["val"]["path"], run_dir,
-                                run_id) for m in ("fno", "pno-dropout")]
+        training = [train_model(m, cfg, data["train"], data["val"], out / "checkpoints", run_id)
+                    for m in ("fno", "pno-dropout")]
         ckpt = {t["method"]: t["checkpoint"] for t in training}
         log_artifacts(uri, run_id, list(ckpt.values()), "checkpoints")
         evaluation = [evaluate_model(m, ckpt[m], data["test"]["path"], cfg, run_dir, run_id)
                       for m in ckpt]
-        drift = detect_drift(validation["train"]["features"], validation["current"]["features"], cfg.drift,
-                             run_dir / "drift")
+        drift = detect_drift(validation["train"]["features"], validation["current"]["features"],
+                             cfg.drift, run_dir / "drift")
         log_artifacts(uri, run_id, [drift["html"]], "drift")
         log_metrics(uri, run_id, {"drift.drifted_share": drift["drifted_share"]})
         resilience = _resilience(cfg, ckpt["pno-dropout"], data["test"]["path"], run_dir)

@@ -96,10 +96,16 @@ class FNO(nn.Module):
     features, to every Fourier layer's retained modes and to the projection's hidden features.
     """
 
-    def __init__(self, config: FNOConfig) -> None:
+    def __init__(self, config: FNOConfig, seed: int | None = None) -> None:
+        """``seed`` makes the initial weights reproducible without touching the global RNG."""
         super().__init__()
         self.config = config
-        c = config
+        with torch.random.fork_rng(enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self._build(config)
+
+    def _build(self, c: FNOConfig) -> None:
         self.lift = nn.Conv2d(c.in_channels + 2, c.width, 1)
         self.spectral = nn.ModuleList(SpectralConv2d(c.width, c.width, c.modes)
                                       for _ in range(c.n_layers))

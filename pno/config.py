@@ -1,4 +1,4 @@
-"""Validated configuration of the robustness pipeline, with named presets and ``key=value`` overrides.
+"""Validated configuration of the robustness pipeline: named presets and ``key=value`` overrides.
 
 Defaults finish on a 2-core laptop; ``smoke`` runs the whole flow on tiny data (for trying an
 install and for tests). Bigger runs are a preset or an override, never an edit of the code.
@@ -172,7 +172,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"override {item!r} is not of the form key=value (e.g. train.epochs=5)")
+            raise ValueError(f"override {item!r} is not of the form key=value "
+                             "(e.g. train.epochs=5)")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -185,7 +186,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def build_config(preset: str = "default", overrides: dict[str, Any] | None = None) -> PipelineConfig:
+def build_config(preset: str = "default",
+                 overrides: dict[str, Any] | None = None) -> PipelineConfig:
     """The preset's settings with ``overrides`` applied on top, validated."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import task
 from tqdm import tqdm
 
 from pdes.darcy import generate_darcy
 from pdes.dataset import Dataset, cached_dataset, darcy_grid, make_dataset
 from pno.config import DataConfig
+from tasks import task_logger
 
 
 def split_path(data_dir: Path, gen: dict) -> Path:
@@ -33,7 +34,7 @@ def build_darcy(gen: dict) -> Dataset:
 @task(name="generate-split", task_run_name="generate-{split}")
 def generate_split(cfg: DataConfig, split: str, data_dir: Path) -> dict:
     """Generate one split, or reuse the cached file when its config hash and content verify."""
-    logger = get_run_logger()
+    logger = task_logger()
     gen = cfg.generating_config(split)
     path = split_path(data_dir, gen)
     t0 = time.perf_counter()

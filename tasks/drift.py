@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 
 from pno.config import DriftConfig
+from tasks import task_logger
 
 
 def drift_summary(snapshot: dict, columns: tuple[str, ...], drift_share: float) -> dict:
@@ -50,7 +51,7 @@ def detect_drift(reference_csv: str, current_csv: str, cfg: DriftConfig, out_dir
     html = out_dir / "drift_report.html"
     snapshot.save_html(str(html))
     summary = drift_summary(snapshot.dict(), cfg.columns, cfg.drift_share)
-    get_run_logger().info("drift: %d/%d features drifted (share %.2f) -> dataset drift %s",
+    task_logger().info("drift: %d/%d features drifted (share %.2f) -> dataset drift %s",
                           sum(c["drifted"] for c in summary["columns"].values()), len(cols),
                           summary["drifted_share"], summary["dataset_drift"])
     return {**summary, "html": str(html), "n_reference": len(ref), "n_current": len(cur)}

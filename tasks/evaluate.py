@@ -8,11 +8,12 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
-from prefect import get_run_logger, task
+from prefect import task
 
 from model.evaluate import predictive_fields, score_model
 from model.train import build_model, load_checkpoint
 from pno.config import PipelineConfig
+from tasks import task_logger
 from tasks.tracking import log_artifacts, log_metrics
 from tasks.train import load_tensors
 
@@ -58,7 +59,7 @@ def evaluate_model(method: str, checkpoint: str, test_path: str, cfg: PipelineCo
     uri = cfg.resolved_tracking_uri()
     log_metrics(uri, run_id, {f"{method}.{k}": v for k, v in scores.items()})
     log_artifacts(uri, run_id, [plot], "plots")
-    get_run_logger().info("%s: %s (%.1f s)", method,
+    task_logger().info("%s: %s (%.1f s)", method,
                           ", ".join(f"{k}={v:.4g}" for k, v in scores.items()), seconds)
     return {"method": method, "scores": scores, "plot": str(plot), "seconds": seconds,
             "probabilistic": model.probabilistic}

@@ -116,8 +116,11 @@ def _infra_checks(r: dict, g: GateConfig) -> list[Check]:
              r["peak_rss_mb"] <= g.max_peak_rss_mb, f"<= {g.max_peak_rss_mb}"),
         info(inf, "pipeline wall time until report (s)", round(r["elapsed_seconds"], 1)),
     ]
-    checks += [info(inf, f"{t['method']}: training throughput (samples/s)",
-                    round(t["samples_per_second"], 1)) for t in r["training"]]
+    checks += [info(inf, f"{t['method']}: training", (
+        f"{t['epochs_run']} epochs at {t['samples_per_second']:.1f} samples/s"
+        if t["epochs_run"] else "reused a finished checkpoint")
+        + (f", resumed from epoch {t['resumed_from_epoch']}" if t["resumed_from_epoch"] else ""))
+        for t in r["training"]]
     expected = r["expected_artifacts"]
     present = [a for a in expected if any(p.startswith(a) for p in r["artifacts"])]
     checks += [

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.runtime import task_run
 
 from model.inference import InvalidInputError, Predictor
 from model.train import build_model, load_checkpoint
+from tasks import task_logger
 
 
 class TransientFault(OSError):
@@ -33,11 +34,26 @@ def retry_transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's h
     return False
 
 
+def record_attempt(ledger: Path) -> int:
+    """Append this task run's attempt number to ``ledger`` (a file per task): the count of lines
+    is what Prefect really ran, read without waiting for the API to catch up."""
+    attempt = task_run.run_count
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    with ledger.open("a") as f:
+        f.write(f"{attempt}\n")
+    return attempt
+
+
+def attempts(ledger: Path) -> int:
+    """How many attempts :func:`record_attempt` saw (0 if the task never started)."""
+    return len(ledger.read_text().split()) if ledger.exists() else 0
+
+
 @task(name="reload-checkpoint", retry_condition_fn=retry_transient)
-def reload_checkpoint(checkpoint: str, injected_faults: int) -> dict:
+def reload_checkpoint(checkpoint: str, injected_faults: int, ledger: Path) -> dict:
     """Reload the model from its checkpoint; the first ``injected_faults`` attempts fail with a
     TransientFault, so the task only succeeds if Prefect really retries it."""
-    attempt = task_run.run_count
+    attempt = record_attempt(ledger)
     if attempt <= injected_faults:
         raise TransientFault(f"injected transient fault on attempt {attempt} of reading "
                              f"{checkpoint}")
@@ -46,8 +62,9 @@ def reload_checkpoint(checkpoint: str, injected_faults: int) -> dict:
 
 
 @task(name="guarded-predict", retry_condition_fn=retry_transient)
-def guarded_predict(checkpoint: str, x: np.ndarray, resolution: int) -> dict:
+def guarded_predict(checkpoint: str, x: np.ndarray, resolution: int, ledger: Path) -> dict:
     """One validated inference request (used to show that invalid input is not retried)."""
+    record_attempt(ledger)
     model = build_model(load_checkpoint(Path(checkpoint)))
     out = Predictor(model, (resolution, resolution), n_samples=4).predict(x)
     return {"attempts": task_run.run_count, "shape": list(out["mean"].shape)}
@@ -135,7 +152,7 @@ def load_test(checkpoint: str, test_path: str, resolution: int, threads: int, re
               "bad_rejected": len(rejected), "bad_crashed": crashed,
               "valid_checked": len(x), "valid_rejected": valid_rejected,
               "refuses_pickled_code": refuses_pickled_code(out_dir)}
-    get_run_logger().info("load: %d requests, %d errors, %.1f req/s, p95 %.1f ms; bad inputs "
+    task_logger().info("load: %d requests, %d errors, %.1f req/s, p95 %.1f ms; bad inputs "
                           "rejected %d/%d", load["requests"], load["errors"],
                           load["throughput_rps"], load["p95_ms"], len(rejected),
                           result["bad_total"])

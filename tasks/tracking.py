@@ -10,15 +10,20 @@ from urllib.parse import urlparse
 import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
-from prefect import get_run_logger, task
+from prefect import task
 
 from pno.config import PipelineConfig, flatten
+from tasks import task_logger
 
 
-def _artifact_location(tracking_uri: str, output_root: Path) -> str | None:
-    """Local stores keep artifacts in ``<cwd>/mlruns``; a server decides for itself."""
-    return (Path.cwd() / "mlruns").as_uri() if urlparse(tracking_uri).scheme in ("sqlite",
-                                                                                 "file") else None
+def _artifact_location(tracking_uri: str) -> str | None:
+    """A local SQLite store keeps artifacts in ``mlruns/`` beside its database file (the current
+    directory by default); a tracking server decides for itself."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme != "sqlite":
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    return (db.parent / "mlruns").resolve().as_uri()
 
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float],
@@ -51,12 +56,12 @@ def start_run(cfg: PipelineConfig, run_name: str) -> dict:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(cfg.experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(
-        cfg.experiment, artifact_location=_artifact_location(uri, cfg.output_dir))
+        cfg.experiment, artifact_location=_artifact_location(uri))
     run = client.create_run(exp_id, run_name=run_name, tags={"pipeline": "robustness"})
     params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
     for i in range(0, len(params), 100):
         client.log_batch(run.info.run_id, params=params[i:i + 100])
-    get_run_logger().info("MLflow run %s in experiment %s (%s)", run.info.run_id, exp_id, uri)
+    task_logger().info("MLflow run %s in experiment %s (%s)", run.info.run_id, exp_id, uri)
     return {"run_id": run.info.run_id, "experiment_id": exp_id, "tracking_uri": uri,
             "run_name": run_name}
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
 import torch
-from prefect import get_run_logger, task
+from prefect import task
 
 from model.fno import FNO, FNOConfig
 from model.train import TrainConfig, train
 from pdes.dataset import load_dataset
 from pno.config import PipelineConfig
+from tasks import task_logger
 from tasks.tracking import log_metrics
 
 Method = Literal["fno", "pno-dropout"]
@@ -40,16 +43,26 @@ def method_configs(method: Method, cfg: PipelineConfig) -> tuple[FNOConfig, Trai
     return fno, train_cfg
 
 
+def checkpoint_path(checkpoint_dir: Path, method: str, fno_cfg: FNOConfig,
+                    train_cfg: TrainConfig, data_hashes: list[str]) -> Path:
+    """Checkpoint file named by everything that determines the training run, so that a rerun of a
+    crashed pipeline resumes it and a rerun of a finished one reuses it."""
+    key = json.dumps([method, fno_cfg.to_dict(), asdict(train_cfg), data_hashes], sort_keys=True)
+    return checkpoint_dir / f"{method}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+
+
 @task(name="train-model", task_run_name="train-{method}")
-def train_model(method: Method, cfg: PipelineConfig, train_path: str, val_path: str,
-                run_dir: Path, run_id: str) -> dict:
-    """Train (or resume) one method; per-epoch losses go to the log and to MLflow."""
-    logger = get_run_logger()
+def train_model(method: Method, cfg: PipelineConfig, train_split: dict, val_split: dict,
+                checkpoint_dir: Path, run_id: str) -> dict:
+    """Train, resume or reuse one method (``*_split``: the data stage's records, with path and
+    content hash); per-epoch losses go to the log and to MLflow."""
+    logger = task_logger()
     torch.set_num_threads(cfg.torch_threads)
     fno_cfg, train_cfg = method_configs(method, cfg)
-    x_tr, y_tr = load_tensors(train_path)
-    x_val, y_val = load_tensors(val_path)
-    ckpt = run_dir / "checkpoints" / f"{method}.pt"
+    x_tr, y_tr = load_tensors(train_split["path"])
+    x_val, y_val = load_tensors(val_split["path"])
+    ckpt = checkpoint_path(checkpoint_dir, method, fno_cfg, train_cfg,
+                           [train_split["content_hash"], val_split["content_hash"]])
     tracking_uri = cfg.resolved_tracking_uri()
 
     def on_epoch(rec: dict) -> None:
@@ -60,12 +73,14 @@ def train_model(method: Method, cfg: PipelineConfig, train_path: str, val_path: 
                     step=rec["epoch"])
 
     t0 = time.perf_counter()
-    result = train(FNO(fno_cfg), (x_tr, y_tr, x_val, y_val), train_cfg, ckpt, on_epoch)
+    result = train(FNO(fno_cfg, seed=train_cfg.seed), (x_tr, y_tr, x_val, y_val), train_cfg,
+                   ckpt, on_epoch)
     seconds = time.perf_counter() - t0
-    logger.info("%s: %d epochs in %.1f s (%.1f samples/s), best val %.4f at epoch %d",
-                method, result.epochs_run, seconds,
-                result.epochs_run * x_tr.shape[0] / max(seconds, 1e-9), result.best_val,
-                result.best_epoch + 1)
+    rate = result.epochs_run * x_tr.shape[0] / seconds if result.epochs_run else None
+    if result.resumed_from_epoch:
+        logger.info("%s: resumed from %s at epoch %d", method, ckpt, result.resumed_from_epoch)
+    logger.info("%s: %d epochs trained in %.1f s (%s samples/s), best val %.4f at epoch %d",
+                method, result.epochs_run, seconds, f"{rate:.1f}" if rate else "-",
+                result.best_val, result.best_epoch + 1)
     return {"method": method, "checkpoint": str(ckpt), "seconds": seconds,
-            "samples_per_second": result.epochs_run * x_tr.shape[0] / max(seconds, 1e-9),
-            **asdict(result)}
+            "samples_per_second": rate, **asdict(result)}

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 
 import expectations
 from pdes.dataset import load_dataset
 from pdes.features import darcy_features
+from tasks import task_logger
 
 
 class DataValidationError(ValueError):
@@ -76,7 +77,7 @@ def validate_split(path: str, split: str, out_dir: Path, residual_tol: float = 1
     features_path = out_dir / f"features_{split}.csv"
     df.to_csv(features_path, index_label="sample")
     stats = result["statistics"]
-    get_run_logger().info("%s: %d/%d expectations met", split, stats["successful_expectations"],
+    task_logger().info("%s: %d/%d expectations met", split, stats["successful_expectations"],
                           stats["evaluated_expectations"])
     if not result["success"]:
         raise DataValidationError(f"split {split!r} ({path}) failed its expectations "

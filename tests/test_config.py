@@ -1,0 +1,63 @@
+"""Configuration: presets, overrides, validation messages, per-split seeds."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from pno.cli import app
+from pno.config import SPLITS, PipelineConfig, build_config, flatten, parse_overrides
+
+
+def test_overrides_are_parsed_as_json_or_strings():
+    assert parse_overrides(["train.epochs=5", "data.current_tau=4.5", "experiment=x y",
+                            "drift.columns=[\"u_max\"]", "tracking_uri=null"]) == {
+        "train": {"epochs": 5}, "data": {"current_tau": 4.5}, "experiment": "x y",
+        "drift": {"columns": ["u_max"]}, "tracking_uri": None}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["train.epochs"])
+
+
+def test_preset_and_overrides_merge():
+    cfg = build_config("smoke", {"train": {"epochs": 3}})
+    assert cfg.train.epochs == 3 and cfg.train.batch_size == 16  # rest of the preset kept
+    assert cfg.data.resolution == 16
+    assert build_config() == PipelineConfig()
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"train": {"epoch": 3}}, r"train\.epoch: Extra inputs are not permitted"),
+    ({"data": {"pde": "heat"}}, r"data\.pde: Input should be 'darcy'"),
+    ({"data": {"low": 20.0}}, r"low \(20.0\) must be below high"),
+    ({"model": {"dropout": 0.0}}, r"model\.dropout: Input should be greater than 0"),
+])
+def test_invalid_settings_name_the_setting(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build_config("default", overrides)
+
+
+def test_unknown_preset_lists_the_choices():
+    with pytest.raises(ValueError, match=r"choose one of \['default', 'smoke'\]"):
+        build_config("huge")
+
+
+def test_every_split_has_its_own_seed_and_current_can_shift():
+    cfg = build_config("default", {"data": {"current_tau": 5.0}})
+    seeds = {cfg.data.generating_config(s)["seed"] for s in SPLITS}
+    assert len(seeds) == len(SPLITS)
+    assert cfg.data.generating_config("current")["tau"] == 5.0
+    assert cfg.data.generating_config("train")["tau"] == 3.0
+
+
+def test_flatten_gives_dotted_params():
+    flat = flatten(PipelineConfig())
+    assert flat["train.epochs"] == 20 and flat["data.resolution"] == 32
+    assert flat["drift.columns"] == ["a_mean", "a_high_fraction", "u_mean", "u_max", "u_rms"]
+
+
+def test_cli_config_prints_resolved_json_and_rejects_bad_keys():
+    runner = CliRunner()
+    ok = runner.invoke(app, ["config", "--preset", "smoke", "--set", "train.epochs=7"])
+    assert ok.exit_code == 0 and '"epochs": 7' in ok.output
+    bad = runner.invoke(app, ["config", "--set", "train.epoch=7"])
+    assert bad.exit_code == 2 and "train.epoch" in bad.output

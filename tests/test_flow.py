@@ -1,0 +1,117 @@
+"""The whole pipeline under a Prefect test server: an MLflow run with every artifact, repeatable
+numbers, gates that really fail, and nothing lost when a stage fails."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.robustness import robustness_pipeline
+from pno.config import build_config
+from tasks.tracking import list_artifacts
+
+pytestmark = pytest.mark.slow
+
+
+def smoke(tmp_path: Path, out: str, **overrides) -> object:  # noqa: ANN003
+    return build_config("smoke", {"output_dir": str(tmp_path / out),
+                                  "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                  **overrides})
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("flow")
+    return tmp, robustness_pipeline(smoke(tmp, "a"))
+
+
+def test_run_produces_an_mlflow_run_with_every_artifact(first_run):
+    tmp, result = first_run
+    uri, run_id = result["tracking"]["tracking_uri"], result["tracking"]["run_id"]
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data.resolution"] == "16"
+    for key in ("pno-dropout.crps", "pno-dropout.energy_score", "pno-dropout.nll",
+                "pno-dropout.coverage_90", "pno-dropout.width_90", "fno.rel_l2",
+                "drift.drifted_share", "load.p95_ms", "report.gates_passed"):
+        assert key in run.data.metrics, key
+    assert "fno.coverage_90" not in run.data.metrics  # a deterministic model claims no coverage
+    artifacts = list_artifacts(uri, run_id)
+    for expected in ("report/report.json", "report/report.md", "expectations/gx_train.json",
+                     "drift/drift_report.html", "plots/pno-dropout_sample0.png"):
+        assert expected in artifacts, expected
+    assert any(a.startswith("checkpoints/pno-dropout-") for a in artifacts)
+    # artifacts live beside the SQLite store, not in the working directory
+    assert (tmp / "mlruns").is_dir() and not Path("mlruns").exists()
+
+
+def test_report_lines_are_measured(first_run):
+    _, result = first_run
+    report = json.loads(Path(result["report"]["json"]).read_text())
+    assert report["overall_status"] == "PASS"
+    statuses = {c["status"] for c in report["checks"]}
+    assert statuses <= {"PASS", "FAIL", "INFO", "NOT_IMPLEMENTED"}
+    for c in report["checks"]:
+        if c["status"] in ("PASS", "FAIL"):
+            assert c["value"] is not None and c["threshold"] != "-", c
+        if c["status"] == "NOT_IMPLEMENTED":
+            assert not c["gate"]
+    retry = next(c for c in report["checks"] if c["name"].startswith("transient fault"))
+    assert retry["value"] == "Completed after 3 attempts"
+    assert report["scores"]["pno-dropout"]["n"] == 8
+    md = Path(result["report"]["markdown"]).read_text()
+    for section in ("Error handling", "Monitoring", "Security", "Quality gates", "Infrastructure",
+                    "End-to-end", "Resilience", "Uncertainty scores"):
+        assert f"## {section}" in md
+
+
+def test_rerun_gives_same_data_hash_and_scores(first_run):
+    tmp, first = first_run
+    second = robustness_pipeline(smoke(tmp, "b"))  # fresh folder: regenerate and retrain
+    r1 = json.loads(Path(first["report"]["json"]).read_text())
+    r2 = json.loads(Path(second["report"]["json"]).read_text())
+    hashes = [[c["value"].split()[0] for c in r["checks"] if "content hash" in c["name"]]
+              for r in (r1, r2)]
+    assert hashes[0] == hashes[1] and len(hashes[0]) == 5
+    for method, scores in r1["scores"].items():
+        for key, value in scores.items():
+            assert r2["scores"][method][key] == pytest.approx(value, rel=1e-5, abs=1e-9), key
+
+
+def test_failed_gate_fails_the_report_and_reuses_cache(first_run):
+    tmp, _ = first_run
+    third = robustness_pipeline(smoke(tmp, "a", gates={"max_rel_l2": 1e-4}))
+    report = json.loads(Path(third["report"]["json"]).read_text())
+    assert report["overall_status"] == "FAIL"
+    assert any("relative L2" in f for f in report["failed_gates"])
+    data_lines = [c["value"] for c in report["checks"] if "content hash" in c["name"]]
+    assert all("cache hit" in v for v in data_lines)
+    training = [c["value"] for c in report["checks"] if c["name"].endswith(": training")]
+    assert training and all("reused a finished checkpoint" in v for v in training)
+
+
+def test_invalid_data_stops_before_training(prefect_server, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch):
+    import tasks.validate
+
+    real = tasks.validate.darcy_features
+
+    def poisoned(a, u, **kw):  # noqa: ANN001, ANN003, ANN202
+        feats = real(a, u, **kw)
+        feats["residual"][2] = 1.0  # sample 2 "does not satisfy the PDE"
+        return feats
+
+    monkeypatch.setattr(tasks.validate, "darcy_features", poisoned)
+    cfg = smoke(tmp_path, "bad")
+    with pytest.raises(Exception, match=r"residual.*samples \[2\]"):
+        robustness_pipeline(cfg)
+    assert not (tmp_path / "bad" / "checkpoints").exists()  # training never started
+    client = MlflowClient(cfg.tracking_uri)
+    exp = client.get_experiment_by_name(cfg.experiment)
+    run = client.search_runs([exp.experiment_id], order_by=["start_time DESC"])[0]
+    assert run.info.status == "FAILED"
+    kept = list_artifacts(cfg.tracking_uri, run.info.run_id)
+    assert any(a.endswith("gx_train.json") for a in kept)  # the failing result was kept
