@@ -28,7 +28,7 @@ class FNOConfig:
     width: int = 32
     modes: int = 8
     n_layers: int = 4
-    padding: int = 6
+    padding: int = 8
     projection_width: int = 64
     dropout: float = 0.0
 
@@ -69,13 +69,18 @@ class SpectralConv2d(nn.Module):
         self.weight = nn.Parameter(weight)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x: (N, C_in, H, W) real -> (N, C_out, H, W); ``mask`` (N, C_out, 2m, m) scales modes."""
+        """x: (N, C_in, H, W) real -> (N, C_out, H, W); ``mask`` (N, C_out, 2m, m) scales modes.
+
+        Equal to ``irfft2(W * rfft2(x))`` with all other modes zero, computed as 1D transforms
+        that only touch the kept modes: the FFT along H runs on m columns instead of W/2+1.
+        """
         n, _, h, w = x.shape
         m = self.modes
         if 2 * m > h or m > w // 2 + 1:
             raise ValueError(f"{m} modes need a grid of at least {2 * m}x{2 * m - 2}, got {h}x{w}")
-        x_ft = torch.fft.rfft2(x, norm="ortho")
-        blocks = torch.cat([x_ft[:, :, :m, :m], x_ft[:, :, -m:, :m]], dim=2)  # (N, Ci, 2m, m)
+        x_w = torch.fft.rfft(x, dim=-1, norm="ortho")[..., :m]  # (N, Ci, H, m)
+        x_hw = torch.fft.fft(x_w, dim=-2, norm="ortho")
+        blocks = torch.cat([x_hw[:, :, :m], x_hw[:, :, -m:]], dim=2)  # (N, Ci, 2m, m)
         weight = torch.view_as_complex(self.weight)  # (2, m*m, Ci, Co)
         # -> (2, m*m, N, Ci) @ (2, m*m, Ci, Co) = (2, m*m, N, Co)
         xb = blocks.reshape(n, -1, 2, m * m).permute(2, 3, 0, 1)
@@ -83,10 +88,11 @@ class SpectralConv2d(nn.Module):
         out = out.permute(2, 3, 0, 1).reshape(n, -1, 2 * m, m)
         if mask is not None:
             out = out * mask
-        out_ft = torch.zeros(n, out.shape[1], h, w // 2 + 1, dtype=out.dtype, device=x.device)
-        out_ft[:, :, :m, :m] = out[:, :, :m]
-        out_ft[:, :, -m:, :m] = out[:, :, m:]
-        return torch.fft.irfft2(out_ft, s=(h, w), norm="ortho")
+        out_h = out.new_zeros(n, out.shape[1], h, m)
+        out_h[:, :, :m] = out[:, :, :m]
+        out_h[:, :, -m:] = out[:, :, m:]
+        out_w = torch.fft.ifft(out_h, dim=-2, norm="ortho")
+        return torch.fft.irfft(out_w, n=w, dim=-1, norm="ortho")  # zero-pads modes >= m
 
 
 class FNO(nn.Module):

@@ -71,7 +71,8 @@ class ModelConfig(Strict):
     width: int = Field(32, ge=1)
     modes: int = Field(8, ge=1)
     n_layers: int = Field(4, ge=1)
-    padding: int = Field(6, ge=0)
+    padding: int = Field(8, ge=0, description="zero padding for non-periodic data "
+                         "(32 + 8 = 40 points: an FFT-friendly size)")
     projection_width: int = Field(64, ge=1)
     dropout: float = Field(0.1, gt=0.0, lt=1.0, description="PNO-D dropout rate")
 
@@ -89,7 +90,7 @@ class TrainConfig(Strict):
 class EvalConfig(Strict):
     n_samples: int = Field(100, ge=2, description="predictive samples per test input")
     level: float = Field(0.9, gt=0.0, lt=1.0, description="central interval level")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(4, ge=1, description="test inputs per forward pass (x n_samples)")
     plot_index: int = Field(0, ge=0, description="test sample shown in the plot")
 
 
@@ -103,8 +104,8 @@ class ResilienceConfig(Strict):
     retries: int = Field(3, ge=0)
     retry_delay_seconds: float = Field(0.2, ge=0.0, description="first backoff delay")
     load_threads: int = Field(4, ge=1)
-    load_requests: int = Field(200, ge=1)
-    load_batch: int = Field(4, ge=1)
+    load_requests: int = Field(100, ge=1)
+    load_batch: int = Field(2, ge=1)
     load_samples: int = Field(16, ge=2, description="predictive samples per load request")
 
 

@@ -127,3 +127,20 @@ def test_checkpoint_rebuilds_model_without_training_code(tiny_checkpoint: Path, 
     model = build_model(ckpt)
     assert model.probabilistic and model.config == fno_cfg
     assert model(xy[0]).shape == (6, 1, 16, 16)
+
+
+def test_spectral_conv_equals_the_rfft2_reference():
+    """The 1D-transform implementation equals irfft2 of the weighted, truncated rfft2."""
+    from model.fno import SpectralConv2d
+
+    torch.manual_seed(0)
+    conv = SpectralConv2d(3, 2, modes=4).double()
+    x = torch.randn(5, 3, 12, 10, dtype=torch.float64)
+    m = 4
+    x_ft = torch.fft.rfft2(x, norm="ortho")
+    w = torch.view_as_complex(conv.weight.detach()).reshape(2, m, m, 3, 2)
+    ref_ft = torch.zeros(5, 2, 12, 6, dtype=torch.complex128)
+    ref_ft[:, :, :m, :m] = torch.einsum("bixy,xyio->boxy", x_ft[:, :, :m, :m], w[0])
+    ref_ft[:, :, -m:, :m] = torch.einsum("bixy,xyio->boxy", x_ft[:, :, -m:, :m], w[1])
+    ref = torch.fft.irfft2(ref_ft, s=(12, 10), norm="ortho")
+    torch.testing.assert_close(conv(x), ref, rtol=1e-12, atol=1e-12)
