@@ -19,14 +19,7 @@ from tasks.drift import detect_drift
 from tasks.evaluate import evaluate_model
 from tasks.report import write_report
 from tasks.resilience import attempts, guarded_predict, load_test, reload_checkpoint
-from tasks.tracking import (
-    finish_run,
-    list_artifacts,
-    log_artifacts,
-    log_metrics,
-    log_model,
-    start_run,
-)
+from tasks.tracking import finish_run, log_model, log_to_run, start_run
 from tasks.train import train_model
 from tasks.validate import validate_split
 
@@ -73,19 +66,19 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
         data = {s: generate_split(cfg.data, s, out / "data") for s in SPLITS}
         validation = {s: validate_split(data[s]["path"], s, run_dir / "expectations")
                       for s in SPLITS}
-        log_artifacts(uri, run_id, [v["result"] for v in validation.values()], "expectations")
+        log_to_run(uri, run_id, {"expectations": [v["result"] for v in validation.values()]})
         training = [train_model(m, cfg, data["train"], data["val"], out / "checkpoints", run_id)
                     for m in ("fno", "pno-dropout")]
         ckpt = {t["method"]: t["checkpoint"] for t in training}
-        log_artifacts(uri, run_id, list(ckpt.values()), "checkpoints")
+        log_to_run(uri, run_id, {"checkpoints": list(ckpt.values())})
         evaluation = [evaluate_model(m, ckpt[m], data["test"]["path"], cfg, run_dir, run_id)
                       for m in ckpt]
         drift = detect_drift(validation["train"]["features"], validation["current"]["features"],
                              cfg.drift, run_dir / "drift")
-        log_artifacts(uri, run_id, [drift["html"]], "drift")
-        log_metrics(uri, run_id, {"drift.drifted_share": drift["drifted_share"]})
+        log_to_run(uri, run_id, {"drift": [drift["html"]]},
+                   {"drift.drifted_share": drift["drifted_share"]})
         resilience = _resilience(cfg, ckpt["pno-dropout"], data["test"]["path"], run_dir)
-        log_metrics(uri, run_id, {f"load.{k}": v for k, v in resilience["load"].items()})
+        log_to_run(uri, run_id, metrics={f"load.{k}": v for k, v in resilience["load"].items()})
         logged_model = log_model(uri, run_id, ckpt["pno-dropout"], cfg.data.resolution)
         results = {
             "run_name": run_name, "run_id": run_id, "data": list(data.values()),
@@ -95,16 +88,15 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "elapsed_seconds": time.perf_counter() - t0,
             "expected_artifacts": EXPECTED_ARTIFACTS,
-            "artifacts": list_artifacts(uri, run_id),
         }
-        report = write_report(results, cfg, run_dir)
-        log_artifacts(uri, run_id, [report["json"], report["markdown"]], "report")
-        log_metrics(uri, run_id, {"report.gates_passed": report["gates_passed"],
-                                  "report.gates_total": report["gates_total"]})
+        report = write_report(results, cfg, run_dir, uri)
+        log_to_run(uri, run_id, {"report": [report["json"], report["markdown"]]},
+                   {"report.gates_passed": report["gates_passed"],
+                    "report.gates_total": report["gates_total"]})
     except BaseException:
         # keep what the stages wrote (e.g. the GX result of data that failed) with the run
         if run_dir.exists():
-            log_artifacts(uri, run_id, [run_dir], "partial")
+            log_to_run(uri, run_id, {"partial": [run_dir]})
         finish_run(uri, run_id, "FAILED")
         raise
     finish_run(uri, run_id, "FINISHED")

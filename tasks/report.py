@@ -187,9 +187,13 @@ def render_markdown(report: dict) -> str:
 
 
 @task(name="write-report")
-def write_report(results: dict, cfg: PipelineConfig, run_dir: Path) -> dict:
-    """Write report.json and report.md under ``run_dir``; returns paths and the status."""
-    report = build_report(results, cfg)
+def write_report(results: dict, cfg: PipelineConfig, run_dir: Path, tracking_uri: str) -> dict:
+    """Write report.json and report.md under ``run_dir``; returns paths and the status. The
+    end-to-end checks read the run's artifacts back from MLflow here."""
+    from tasks.tracking import list_artifacts
+
+    report = build_report({**results, "artifacts": list_artifacts(tracking_uri, results["run_id"])},
+                          cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = run_dir / "report.json", run_dir / "report.md"
     json_path.write_text(json.dumps(report, indent=1, default=str))

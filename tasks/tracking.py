@@ -49,6 +49,15 @@ def log_artifacts(tracking_uri: str, run_id: str, paths: list[str | Path],
             client.log_artifact(run_id, str(p), artifact_path)
 
 
+@task(name="log-to-run", retries=2, retry_delay_seconds=[1, 4])
+def log_to_run(tracking_uri: str, run_id: str, artifacts: dict[str, list] | None = None,
+               metrics: dict[str, float] | None = None) -> None:
+    """Log ``{artifact_folder: [paths]}`` and ``metrics`` to the run (retried: it is I/O)."""
+    for folder, paths in (artifacts or {}).items():
+        log_artifacts(tracking_uri, run_id, paths, folder)
+    log_metrics(tracking_uri, run_id, metrics or {})
+
+
 @task(name="start-tracking", retries=2, retry_delay_seconds=[1, 4])
 def start_run(cfg: PipelineConfig, run_name: str) -> dict:
     """Create the MLflow run of this pipeline run and log the config as params."""
