@@ -22,7 +22,7 @@ OFFLINE_ENV = {
 for _key, _value in OFFLINE_ENV.items():
     os.environ.setdefault(_key, _value)
 
-from pno.config import PRESETS, build_config, parse_overrides  # noqa: E402
+from pno.config import PRESETS, PipelineConfig, build_config, parse_overrides  # noqa: E402
 
 app = typer.Typer(help="PNO Physics Bench: probabilistic neural operators, checked end to end.",
                   no_args_is_help=True, add_completion=False)
@@ -35,7 +35,7 @@ OutOpt = Annotated[Path | None, typer.Option(
     "--out", "-o", help="output folder (data, checkpoints, reports); default ./pno-output")]
 
 
-def _config(preset: str, sets: list[str] | None, out: Path | None):  # noqa: ANN202
+def _config(preset: str, sets: list[str] | None, out: Path | None) -> PipelineConfig:
     overrides = parse_overrides(sets or [])
     if out is not None:
         overrides["output_dir"] = str(out)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,8 +30,6 @@ def _artifact_location(tracking_uri: str) -> str | None:
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float],
                 step: int | None = None) -> None:
     """Log finite numeric metrics in one batch (non-finite values are skipped, not faked)."""
-    import time
-
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
              if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
