@@ -25,6 +25,7 @@ class FNOConfig:
 
     in_channels: int = 1
     out_channels: int = 1
+    dim: int = 2  # 1 for fields on a line (B, C, W), 2 for fields on a plane (B, C, H, W)
     width: int = 32
     modes: int = 8
     n_layers: int = 4
@@ -38,6 +39,8 @@ class FNOConfig:
         for name in ("in_channels", "out_channels", "width", "modes", "n_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.dim not in (1, 2):
+            raise ValueError(f"dim must be 1 or 2, got {self.dim}")
         if self.padding < 0:
             raise ValueError(f"padding must be >= 0, got {self.padding}")
 
@@ -51,6 +54,29 @@ def _dropout_mask(shape: tuple[int, ...], p: float, like: Tensor,
     keep = torch.empty(shape, dtype=like.dtype, device=like.device)
     keep.bernoulli_(1.0 - p, generator=generator)
     return keep / (1.0 - p)
+
+
+class SpectralConv1d(nn.Module):
+    """Linear map on the lowest ``modes`` Fourier coefficients of a 1D field (per mode a complex
+    matrix over channels, applied as a batched matmul with the mode axis leading)."""
+
+    def __init__(self, in_channels: int, out_channels: int, modes: int) -> None:
+        super().__init__()
+        self.modes = modes
+        scale = 1.0 / (in_channels * out_channels)
+        self.weight = nn.Parameter(scale * torch.rand(modes, in_channels, out_channels, 2))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x: (N, C_in, W) real -> (N, C_out, W); ``mask`` (N, C_out, m) scales the modes."""
+        w, m = x.shape[-1], self.modes
+        if m > w // 2 + 1:
+            raise ValueError(f"{m} modes need at least {2 * m - 2} points, got {w}")
+        x_ft = torch.fft.rfft(x, norm="ortho")[..., :m]  # (N, Ci, m)
+        out = torch.matmul(x_ft.permute(2, 0, 1), torch.view_as_complex(self.weight))
+        out = out.permute(1, 2, 0)  # (N, Co, m)
+        if mask is not None:
+            out = out * mask
+        return torch.fft.irfft(out, n=w, norm="ortho")  # zero-pads modes >= m
 
 
 class SpectralConv2d(nn.Module):
@@ -96,7 +122,8 @@ class SpectralConv2d(nn.Module):
 
 
 class FNO(nn.Module):
-    """2D FNO: pointwise lifting of (input, x, y), Fourier layers with a pointwise skip, projection.
+    """1D or 2D FNO: pointwise lifting of (input, coordinates), Fourier layers with a pointwise
+    skip, projection. Shapes below are written for 2D; in 1D drop the H axis.
 
     With ``config.dropout > 0`` the model is a PNO-D: :meth:`sample` applies dropout to the lifted
     features, to every Fourier layer's retained modes and to the projection's hidden features.
@@ -112,12 +139,14 @@ class FNO(nn.Module):
             self._build(config)
 
     def _build(self, c: FNOConfig) -> None:
-        self.lift = nn.Conv2d(c.in_channels + 2, c.width, 1)
-        self.spectral = nn.ModuleList(SpectralConv2d(c.width, c.width, c.modes)
+        conv = nn.Conv1d if c.dim == 1 else nn.Conv2d
+        spectral = SpectralConv1d if c.dim == 1 else SpectralConv2d
+        self.lift = conv(c.in_channels + c.dim, c.width, 1)
+        self.spectral = nn.ModuleList(spectral(c.width, c.width, c.modes)
                                       for _ in range(c.n_layers))
-        self.skip = nn.ModuleList(nn.Conv2d(c.width, c.width, 1) for _ in range(c.n_layers))
-        self.proj1 = nn.Conv2d(c.width, c.projection_width, 1)
-        self.proj2 = nn.Conv2d(c.projection_width, c.out_channels, 1)
+        self.skip = nn.ModuleList(conv(c.width, c.width, 1) for _ in range(c.n_layers))
+        self.proj1 = conv(c.width, c.projection_width, 1)
+        self.proj2 = conv(c.projection_width, c.out_channels, 1)
         for name in ("in_mean", "out_mean"):
             self.register_buffer(name, torch.zeros(()))
         for name in ("in_std", "out_std"):
@@ -137,37 +166,39 @@ class FNO(nn.Module):
             self.out_std.fill_(y.std().clamp_min(1e-12))
 
     def _lift(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"expected input (B, {self.config.in_channels}, H, W), "
-                             f"got {tuple(x.shape)}")
-        b, _, h, w = x.shape
-        gx = torch.linspace(0, 1, h, dtype=x.dtype, device=x.device).view(1, 1, h, 1)
-        gy = torch.linspace(0, 1, w, dtype=x.dtype, device=x.device).view(1, 1, 1, w)
-        grid = torch.cat([gx.expand(b, 1, h, w), gy.expand(b, 1, h, w)], dim=1)
+        c = self.config
+        if x.ndim != 2 + c.dim or x.shape[1] != c.in_channels:
+            axes = "W" if c.dim == 1 else "H, W"
+            raise ValueError(f"expected input (B, {c.in_channels}, {axes}), got {tuple(x.shape)}")
+        b, spatial = x.shape[0], x.shape[2:]
+        axes = [torch.linspace(0, 1, n, dtype=x.dtype, device=x.device) for n in spatial]
+        grid = torch.stack(torch.meshgrid(*axes, indexing="ij")).expand(b, c.dim, *spatial)
         x = (x - self.in_mean) / self.in_std
         return self.lift(torch.cat([x, grid], dim=1))
 
     def _body(self, v: Tensor, generator: torch.Generator | None, stochastic: bool) -> Tensor:
         """Fourier layers and projection on lifted features v (N, width, H, W)."""
         p, c = self.config.dropout, self.config
-        h, w = v.shape[-2:]
+        spatial = v.shape[2:]
+        ones = (1,) * c.dim
+        mode_shape = (c.modes,) if c.dim == 1 else (2 * c.modes, c.modes)
         if stochastic:
-            v = v * _dropout_mask(v.shape[:2] + (1, 1), p, v, generator)
+            v = v * _dropout_mask(v.shape[:2] + ones, p, v, generator)
         pad = c.padding
         if pad:
-            v = F.pad(v, (0, pad, 0, pad))  # non-periodic data: pad so the FFT does not wrap
+            v = F.pad(v, (0, pad) * c.dim)  # non-periodic data: pad so the FFT does not wrap
         for i, (spec, skip) in enumerate(zip(self.spectral, self.skip, strict=True)):
             mask = None
             if stochastic:
-                mask = _dropout_mask((v.shape[0], c.width, 2 * c.modes, c.modes), p, v, generator)
+                mask = _dropout_mask((v.shape[0], c.width, *mode_shape), p, v, generator)
             v = spec(v, mask) + skip(v)
             if i < c.n_layers - 1:
                 v = F.gelu(v)
         if pad:
-            v = v[..., :h, :w]
+            v = v[(..., *(slice(0, n) for n in spatial))]
         v = F.gelu(self.proj1(v))
         if stochastic:
-            v = v * _dropout_mask(v.shape[:2] + (1, 1), p, v, generator)
+            v = v * _dropout_mask(v.shape[:2] + ones, p, v, generator)
         return self.proj2(v) * self.out_std + self.out_mean
 
     def forward(self, x: Tensor) -> Tensor:

@@ -144,3 +144,30 @@ def test_spectral_conv_equals_the_rfft2_reference():
     ref_ft[:, :, -m:, :m] = torch.einsum("bixy,xyio->boxy", x_ft[:, :, -m:, :m], w[1])
     ref = torch.fft.irfft2(ref_ft, s=(12, 10), norm="ortho")
     torch.testing.assert_close(conv(x), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_one_dimensional_fno_shapes_sampling_and_super_resolution(fno_cfg):
+    cfg1 = replace(fno_cfg, dim=1, padding=0)
+    model = FNO(cfg1, seed=0)
+    x = torch.linspace(0, 1, 33).sin()[None, None].repeat(3, 1, 1)
+    assert model(x).shape == (3, 1, 33)
+    assert model.sample(x, 4, generator=torch.Generator().manual_seed(0)).shape == (4, 3, 1, 33)
+    with pytest.raises(ValueError, match=r"expected input \(B, 1, W\)"):
+        model(torch.zeros(3, 1, 8, 8))
+    g = torch.linspace(0, 1, 65)
+    fine = model(torch.sin(2 * torch.pi * g)[None, None])
+    coarse = model(torch.sin(2 * torch.pi * g[::2])[None, None])
+    assert (fine[..., ::2] - coarse).norm() / coarse.norm() < 0.05
+
+
+def test_spectral_conv1d_equals_the_rfft_reference():
+    from model.fno import SpectralConv1d
+
+    torch.manual_seed(0)
+    conv = SpectralConv1d(3, 2, modes=5).double()
+    x = torch.randn(4, 3, 20, dtype=torch.float64)
+    w = torch.view_as_complex(conv.weight.detach())  # (m, Ci, Co)
+    ref_ft = torch.zeros(4, 2, 11, dtype=torch.complex128)
+    ref_ft[..., :5] = torch.einsum("bim,mio->bom", torch.fft.rfft(x, norm="ortho")[..., :5], w)
+    torch.testing.assert_close(conv(x), torch.fft.irfft(ref_ft, n=20, norm="ortho"),
+                               rtol=1e-12, atol=1e-12)
