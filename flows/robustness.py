@@ -21,7 +21,7 @@ from tasks.report import write_report
 from tasks.resilience import attempts, guarded_predict, load_test, reload_checkpoint
 from tasks.tracking import finish_run, log_model, log_to_run, start_run
 from tasks.train import train_model
-from tasks.validate import validate_split
+from tasks.validate import check_leakage, validate_split
 
 EXPECTED_ARTIFACTS = ["expectations/gx_train.json", "drift/drift_report.html", "plots/",
                       "checkpoints/pno-dropout-"]
@@ -35,10 +35,10 @@ def _resilience(cfg: PipelineConfig, checkpoint: str, test_path: str, run_dir: P
     ledgers = run_dir / "resilience"
     retry_state = reload_checkpoint.with_options(retries=r.retries, retry_delay_seconds=delays)(
         checkpoint, r.injected_faults, ledgers / "reload.attempts", return_state=True)
-    bad = np.full((1, 1, cfg.data.resolution, cfg.data.resolution), np.nan, dtype=np.float32)
+    bad = np.full((1, 1, *cfg.data.spatial_shape), np.nan, dtype=np.float32)
     guard_state = guarded_predict.with_options(retries=r.retries, retry_delay_seconds=delays)(
-        checkpoint, bad, cfg.data.resolution, ledgers / "guard.attempts", return_state=True)
-    load = load_test(checkpoint, test_path, cfg.data.resolution, r.load_threads,
+        checkpoint, bad, ledgers / "guard.attempts", return_state=True)
+    load = load_test(checkpoint, test_path, r.load_threads,
                      r.load_requests, r.load_batch, r.load_samples, run_dir / "resilience")
     tries = attempts(ledgers / "reload.attempts")
     return {
@@ -66,7 +66,10 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
         data = {s: generate_split(cfg.data, s, out / "data") for s in SPLITS}
         validation = {s: validate_split(data[s]["path"], s, run_dir / "expectations")
                       for s in SPLITS}
-        log_to_run(uri, run_id, {"expectations": [v["result"] for v in validation.values()]})
+        leakage = check_leakage({s: v["features"] for s, v in validation.items()},
+                                run_dir / "expectations")
+        log_to_run(uri, run_id, {"expectations": [v["result"] for v in validation.values()]
+                                 + [leakage["result"]]})
         training = [train_model(m, cfg, data["train"], data["val"], out / "checkpoints", run_id)
                     for m in ("fno", "pno-dropout")]
         ckpt = {t["method"]: t["checkpoint"] for t in training}
@@ -74,15 +77,17 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
         evaluation = [evaluate_model(m, ckpt[m], data["test"]["path"], cfg, run_dir, run_id)
                       for m in ckpt]
         drift = detect_drift(validation["train"]["features"], validation["current"]["features"],
-                             cfg.drift, run_dir / "drift")
+                             cfg.drift.columns_for(cfg.data.pde), cfg.drift.drift_share,
+                             run_dir / "drift")
         log_to_run(uri, run_id, {"drift": [drift["html"]]},
                    {"drift.drifted_share": drift["drifted_share"]})
         resilience = _resilience(cfg, ckpt["pno-dropout"], data["test"]["path"], run_dir)
         log_to_run(uri, run_id, metrics={f"load.{k}": v for k, v in resilience["load"].items()})
-        logged_model = log_model(uri, run_id, ckpt["pno-dropout"], cfg.data.resolution)
+        logged_model = log_model(uri, run_id, ckpt["pno-dropout"], cfg.data.spatial_shape)
         results = {
             "run_name": run_name, "run_id": run_id, "data": list(data.values()),
-            "validation": list(validation.values()), "training": training, "evaluation": evaluation,
+            "validation": list(validation.values()), "leakage": leakage, "training": training,
+            "evaluation": evaluation,
             "drift": drift, "resilience": resilience, "logged_model": logged_model,
             "stages": ["data", "expectations", "train", "evaluate", "drift", "resilience"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -22,7 +22,7 @@ class Predictor:
     """Thread-safe wrapper: ``predict`` may be called from several threads at once (no state is
     mutated; sampling uses a per-call generator)."""
 
-    def __init__(self, model: FNO, resolution: tuple[int, int], n_samples: int = 32,
+    def __init__(self, model: FNO, resolution: tuple[int, ...], n_samples: int = 32,
                  max_batch: int = 256) -> None:
         self.model = model.eval()
         self.resolution = tuple(resolution)
@@ -30,7 +30,7 @@ class Predictor:
         self.max_batch = max_batch
 
     def validate(self, x: object) -> Tensor:
-        """Return ``x`` as a float32 tensor (B, C_in, H, W) or raise InvalidInputError."""
+        """Return ``x`` as a float32 tensor (B, C_in, *resolution) or raise InvalidInputError."""
         if isinstance(x, Tensor):
             arr = x.detach().cpu().numpy()
         elif isinstance(x, np.ndarray):
@@ -41,9 +41,9 @@ class Predictor:
         if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
             raise InvalidInputError(f"input must be real numeric, got dtype {arr.dtype}")
         want = (self.model.config.in_channels, *self.resolution)
-        if arr.ndim == 3:
+        if arr.ndim == len(want):  # one sample without the batch axis
             arr = arr[None]
-        if arr.ndim != 4 or tuple(arr.shape[1:]) != want:
+        if arr.ndim != len(want) + 1 or tuple(arr.shape[1:]) != want:
             raise InvalidInputError(f"input shape must be (B, {', '.join(map(str, want))}) or "
                                     f"({', '.join(map(str, want))}), got {tuple(arr.shape)}")
         if not 1 <= arr.shape[0] <= self.max_batch:

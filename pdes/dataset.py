@@ -7,6 +7,8 @@ HDF5 layout (``format_version`` 1)::
     /grid          float64 (d, *spatial)         node coordinates; Darcy: (2, N, N),
                                                  grid[0] = x, grid[1] = y, indexing "ij"
     /parameters/   group (optional, may be empty) of per-sample 1-D arrays, each of length n
+    /trajectory    float64 (n, n_t, c, *spatial) optional: frames of time-dependent PDEs
+    /times         float64 (n_t,)                optional: the frames' times (with trajectory)
     attributes on the root:
         pde             str   PDE name, e.g. "darcy"
         split           str   e.g. "train", "test"
@@ -17,8 +19,9 @@ HDF5 layout (``format_version`` 1)::
                               (json.dumps(config, sort_keys=True, separators=(",", ":")))
         content_hash    str   sha256 hex over inputs, targets and grid (see content_hash)
 
-The content hash covers the three arrays only (not ``parameters`` nor the attributes), so
-it identifies the numerical data independently of where and how it was stored.
+The content hash covers the three arrays, and trajectory and times when present (not
+``parameters`` nor the attributes), so it identifies the numerical data independently of where
+and how it was stored.
 """
 
 from __future__ import annotations
@@ -71,15 +74,20 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(_canonical_json(config).encode("utf-8")).hexdigest()
 
 
-def content_hash(inputs: np.ndarray, targets: np.ndarray, grid: np.ndarray) -> str:
+def content_hash(inputs: np.ndarray, targets: np.ndarray, grid: np.ndarray,
+                 trajectory: np.ndarray | None = None, times: np.ndarray | None = None) -> str:
     """sha256 hex digest over the data arrays.
 
     For each of inputs, targets, grid in that order the digest is fed the ASCII header
     ``"<name>[<dim0>,<dim1>,...];"`` followed by the array's bytes as little-endian float64
-    in C order, so a change of value, shape or order changes the hash.
+    in C order, so a change of value, shape or order changes the hash. ``trajectory`` and
+    ``times``, when given, follow in the same way (files without them hash as before).
     """
     digest = hashlib.sha256()
-    for name, arr in zip(_ARRAYS, (inputs, targets, grid), strict=True):
+    named = list(zip(_ARRAYS, (inputs, targets, grid), strict=True))
+    if trajectory is not None:
+        named += [("trajectory", trajectory), ("times", times)]
+    for name, arr in named:
         data = np.ascontiguousarray(arr, dtype="<f8")
         digest.update(f"{name}[{','.join(str(s) for s in data.shape)}];".encode("ascii"))
         digest.update(data.tobytes(order="C"))
@@ -118,9 +126,20 @@ class Dataset:
     config: dict[str, Any]
     config_hash: str
     content_hash: str
+    trajectory: np.ndarray | None = None
+    times: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check_shapes(self.inputs, self.targets, self.grid, self.parameters)
+        if self.trajectory is not None:
+            t = self.trajectory
+            want = (self.inputs.shape[0], None, *self.targets.shape[1:])
+            if (t.ndim != len(want) or t.shape[0] != want[0] or t.shape[2:] != want[2:]
+                    or self.times is None or self.times.shape != (t.shape[1],)):
+                raise ValueError(f"trajectory must have shape (n, n_t, c, *spatial) = "
+                                 f"({want[0]}, n_t, {', '.join(map(str, want[2:]))}) with "
+                                 f"times (n_t,), got {t.shape} and "
+                                 f"{None if self.times is None else self.times.shape}")
 
     @property
     def n_samples(self) -> int:
@@ -174,9 +193,13 @@ def make_dataset(
     grid: np.ndarray,
     config: dict[str, Any],
     parameters: dict[str, np.ndarray] | None = None,
+    trajectory: np.ndarray | None = None,
+    times: np.ndarray | None = None,
 ) -> Dataset:
     """Build a :class:`Dataset`, converting arrays to float64 and computing both hashes."""
     arrays = [np.ascontiguousarray(x, dtype=np.float64) for x in (inputs, targets, grid)]
+    extra = [None if x is None else np.ascontiguousarray(x, dtype=np.float64)
+             for x in (trajectory, times)]
     params = {str(k): np.asarray(v) for k, v in (parameters or {}).items()}
     return Dataset(
         pde=str(pde),
@@ -188,7 +211,9 @@ def make_dataset(
         parameters=params,
         config=json.loads(_canonical_json(config)),  # the form it will have after a reload
         config_hash=config_hash(config),
-        content_hash=content_hash(*arrays),
+        content_hash=content_hash(*arrays, *extra),
+        trajectory=extra[0],
+        times=extra[1],
     )
 
 
@@ -205,6 +230,9 @@ def save_dataset(path: Path, ds: Dataset) -> None:
         with h5py.File(tmp_name, "w") as h5:
             for name in _ARRAYS:
                 h5.create_dataset(name, data=getattr(ds, name))
+            if ds.trajectory is not None:
+                h5.create_dataset("trajectory", data=ds.trajectory)
+                h5.create_dataset("times", data=ds.times)
             group = h5.create_group("parameters")
             for key, values in ds.parameters.items():
                 group.create_dataset(key, data=values)
@@ -244,6 +272,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         if missing:
             raise ValueError(f"{path}: missing root attribute(s) {missing}")
         raw: dict[str, Any] = {name: h5[name][()] for name in _ARRAYS}
+        for name in ("trajectory", "times"):
+            raw[name] = np.asarray(h5[name][()], dtype=np.float64) if name in h5 else None
         group = h5.get("parameters")
         raw["parameters"] = {k: group[k][()] for k in group} if group is not None else {}
         raw.update({key: h5.attrs[key] for key in _ATTRS})
@@ -275,11 +305,13 @@ def load_dataset(path: Path, verify: bool = True) -> Dataset:
             config=config,
             config_hash=_as_str(raw["config_hash"]),
             content_hash=_as_str(raw["content_hash"]),
+            trajectory=raw["trajectory"],
+            times=raw["times"],
         )
     except (ValueError, TypeError) as err:
         raise ValueError(f"{path}: {err}") from err
     if verify:
-        actual = content_hash(ds.inputs, ds.targets, ds.grid)
+        actual = content_hash(ds.inputs, ds.targets, ds.grid, ds.trajectory, ds.times)
         if actual != ds.content_hash:
             raise ValueError(
                 f"{path}: content hash mismatch: file says {ds.content_hash}, data gives {actual}"

@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from pdes.darcy import TORSION_MAX, darcy_residual
+from pdes.dataset import Dataset
+from pdes.registry import get_spec, input_hashes
 
-__all__ = ["FEATURE_COLUMNS", "darcy_features"]
+__all__ = ["FEATURE_COLUMNS", "darcy_features", "evolution_features", "sample_features"]
 
 FEATURE_COLUMNS: tuple[str, ...] = (
     "n_x",
@@ -95,3 +97,54 @@ def darcy_features(
             "bound_ratio": u_max * a_min / (forcing * TORSION_MAX),
         }
     return {name: features[name] for name in FEATURE_COLUMNS}
+
+
+def evolution_features(inputs: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample features of time-dependent data, input state -> target state.
+
+    ``inputs``, ``targets``: (n, c, *spatial). Columns ``n_x`` (and ``n_y`` in 2D), ``nonfinite``,
+    ``in_*``/``out_*`` min, max, mean and RMS, and ``mean_drift`` = |mean(out) - mean(in)|, the
+    change of the spatial mean, conserved by Burgers and KS and zero for 2D vorticity.
+    """
+    if inputs.shape[0] != targets.shape[0] or inputs.ndim < 3:
+        raise ValueError(f"inputs (n, c, *spatial) and targets must share n, got {inputs.shape} "
+                         f"and {targets.shape}")
+    n, spatial = inputs.shape[0], targets.shape[2:]
+    axes = tuple(range(1, inputs.ndim))
+    out: dict[str, np.ndarray] = {"n_x": np.full(n, spatial[0], dtype=np.int64)}
+    if len(spatial) > 1:
+        out["n_y"] = np.full(n, spatial[1], dtype=np.int64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out["nonfinite"] = (np.sum(~np.isfinite(inputs), axis=axes)
+                            + np.sum(~np.isfinite(targets), axis=axes))
+        for prefix, arr in (("in", inputs), ("out", targets)):
+            out[f"{prefix}_min"] = np.min(arr, axis=axes)
+            out[f"{prefix}_max"] = np.max(arr, axis=axes)
+            out[f"{prefix}_mean"] = np.mean(arr, axis=axes)
+            out[f"{prefix}_rms"] = np.sqrt(np.mean(arr**2, axis=axes))
+        out["mean_drift"] = np.abs(out["out_mean"] - out["in_mean"])
+    return out
+
+
+def sample_features(ds: Dataset, resimulate: bool = True) -> dict[str, np.ndarray]:
+    """The feature table of any registered PDE's dataset, one row per sample.
+
+    Adds to the PDE's own columns: ``input_hash`` (leakage checks across splits), one column per
+    PDE parameter (from the file's per-sample parameters, else its config) and, for
+    time-dependent PDEs with ``resimulate``, ``resim_error``: the relative L2 distance between
+    the stored target and a re-simulation of the stored input with the stored parameters.
+    """
+    spec = get_spec(ds.pde)
+    params = {k: np.asarray(ds.parameters.get(k, np.full(ds.n_samples, ds.config.get(k, np.nan))),
+                            dtype=np.float64) for k in spec.defaults}
+    if spec.name == "darcy":
+        cfg = {k: float(params[k][0]) for k in ("forcing", "low", "high")}
+        feats = darcy_features(ds.inputs, ds.targets, **cfg)
+    else:
+        feats = evolution_features(ds.inputs, ds.targets)
+        if resimulate and spec.resimulate is not None:
+            scalar = {k: float(v[0]) for k, v in params.items()}
+            feats["resim_error"] = spec.resimulate(ds.inputs, ds.targets, **scalar)
+    feats.update({f"param_{k}": v for k, v in params.items()})
+    feats["input_hash"] = input_hashes(ds.inputs)
+    return feats

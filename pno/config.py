@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pdes.registry import generating_config, get_spec, resolve_params
+
 SPLITS = ("train", "val", "calib", "test", "current")
 
 
@@ -20,31 +22,44 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(Strict):
-    """Darcy flow data: -div(a grad u) = forcing on the unit square, a from a thresholded GRF."""
+PDEName = Literal["darcy", "burgers", "ks", "navier_stokes"]
 
-    pde: Literal["darcy"] = "darcy"
-    resolution: int = Field(32, ge=8, le=512, description="grid nodes per side, boundary included")
+
+class DataConfig(Strict):
+    """Which PDE, how many samples per split, and its parameters (see ``pdes.registry``)."""
+
+    pde: PDEName = "darcy"
+    resolution: int | None = Field(None, ge=8, le=8192,
+                                   description="grid points per side; None: the PDE's default")
     n_train: int = Field(800, ge=8)
     n_val: int = Field(100, ge=4)
     n_calib: int = Field(100, ge=4)
     n_test: int = Field(100, ge=4)
     n_current: int = Field(100, ge=4)
-    alpha: float = Field(2.0, gt=1.0)
-    tau: float = Field(3.0, gt=0.0)
-    high: float = Field(12.0, gt=0.0)
-    low: float = Field(3.0, gt=0.0)
-    forcing: float = Field(1.0, gt=0.0)
     seed: int = Field(0, ge=0)
-    current_tau: float | None = Field(None, gt=0.0, description="GRF tau of the 'current' batch "
-                                      "(None: same as training, i.e. no drift)")
-    current_high: float | None = Field(None, gt=0.0)
+    params: dict[str, float] = Field(default_factory=dict,
+                                     description="PDE parameters, e.g. {'nu': 0.01}")
+    current_params: dict[str, float] = Field(
+        default_factory=dict, description="parameters changed for the 'current' batch only "
+        "(a shifted batch for drift studies); empty: same as training, i.e. no drift")
 
     @model_validator(mode="after")
-    def _check_contrast(self) -> DataConfig:
-        if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+    def _check_params(self) -> DataConfig:
+        resolve_params(self.pde, self.params)
+        resolve_params(self.pde, {**self.params, **self.current_params})
+        if self.pde == "darcy":
+            p = resolve_params(self.pde, self.params)
+            if p["low"] >= p["high"]:
+                raise ValueError(f"low ({p['low']}) must be below high ({p['high']})")
         return self
+
+    @property
+    def grid_points(self) -> int:
+        return self.resolution or get_spec(self.pde).default_resolution
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return (self.grid_points,) * get_spec(self.pde).dim
 
     def n_samples(self, split: str) -> int:
         return getattr(self, f"n_{split}")
@@ -53,16 +68,10 @@ class DataConfig(Strict):
         """Everything that determines a split's content; its hash is the cache key."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        shifted = split == "current"
-        return {
-            "pde": self.pde, "split": split, "n_samples": self.n_samples(split),
-            "resolution": self.resolution, "alpha": self.alpha,
-            "tau": (self.current_tau or self.tau) if shifted else self.tau,
-            "high": (self.current_high or self.high) if shifted else self.high,
-            "low": self.low, "forcing": self.forcing,
-            # one seed per split, derived from the base seed
-            "seed": self.seed * 1000 + SPLITS.index(split),
-        }
+        params = {**self.params, **(self.current_params if split == "current" else {})}
+        # one seed per split, derived from the base seed
+        return generating_config(self.pde, split, self.n_samples(split), self.grid_points,
+                                 self.seed * 1000 + SPLITS.index(split), params)
 
 
 class ModelConfig(Strict):
@@ -94,11 +103,23 @@ class EvalConfig(Strict):
     plot_index: int = Field(0, ge=0, description="test sample shown in the plot")
 
 
-class DriftConfig(Strict):
+DRIFT_COLUMNS = {
     # a_mean is left out: with two coefficient values it is an affine function of
     # a_high_fraction, and a duplicated feature would count twice in the drifted share
-    columns: tuple[str, ...] = ("a_high_fraction", "u_mean", "u_max", "u_rms")
+    "darcy": ("a_high_fraction", "u_mean", "u_max", "u_rms"),
+    "burgers": ("in_rms", "in_max", "out_rms", "out_max"),
+    "ks": ("in_rms", "in_max", "out_rms", "out_max"),
+    "navier_stokes": ("in_rms", "in_max", "out_rms", "out_max"),
+}
+
+
+class DriftConfig(Strict):
+    columns: tuple[str, ...] | None = Field(None, description="feature columns compared; "
+                                            "None: the PDE's default set")
     drift_share: float = Field(0.5, gt=0.0, le=1.0)
+
+    def columns_for(self, pde: str) -> tuple[str, ...]:
+        return self.columns or DRIFT_COLUMNS[pde]
 
 
 class ResilienceConfig(Strict):
@@ -146,15 +167,30 @@ class PipelineConfig(Strict):
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "smoke": {
-        "data": {"resolution": 16, "n_train": 48, "n_val": 8, "n_calib": 8, "n_test": 8,
-                 "n_current": 24},
-        "model": {"width": 8, "modes": 4, "n_layers": 2, "padding": 2, "projection_width": 16},
+        "data": {"n_train": 48, "n_val": 8, "n_calib": 8, "n_test": 8, "n_current": 24},
+        "model": {"width": 8, "modes": 4, "n_layers": 2, "projection_width": 16},
         "train": {"epochs": 2, "pno_epochs": 2, "batch_size": 16},
         "eval": {"n_samples": 20},
         "resilience": {"load_requests": 20, "load_threads": 2, "retry_delay_seconds": 0.05},
         # a two-epoch model is not accurate: the smoke run checks plumbing, not quality
         "gates": {"max_rel_l2": 1.0, "min_coverage": 0.0},
     },
+}
+
+
+# Per-PDE settings applied under every preset: periodic PDEs need no padding; 1D fields keep
+# more modes. PDE_SMOKE shrinks each PDE for the smoke preset.
+PDE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "darcy": {},
+    "burgers": {"model": {"modes": 16, "padding": 0}},
+    "ks": {"model": {"modes": 16, "padding": 0}},
+    "navier_stokes": {"model": {"modes": 12, "padding": 0}},
+}
+PDE_SMOKE: dict[str, dict[str, Any]] = {
+    "darcy": {"data": {"resolution": 16}, "model": {"padding": 2}},
+    "burgers": {"data": {"resolution": 64}},
+    "ks": {"data": {"resolution": 64, "params": {"t_burn": 20.0, "t_final": 5.0}}},
+    "navier_stokes": {"data": {"resolution": 32, "params": {"t_final": 1.0, "n_frames": 3}}},
 }
 
 
@@ -194,7 +230,14 @@ def build_config(preset: str = "default",
     """The preset's settings with ``overrides`` applied on top, validated."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    merged = _deep_merge(PRESETS[preset], overrides or {})
+    overrides = overrides or {}
+    pde = overrides.get("data", {}).get("pde", "darcy")
+    if pde not in PDE_DEFAULTS:
+        raise ValueError(f"unknown PDE {pde!r}; choose one of {sorted(PDE_DEFAULTS)}")
+    merged = _deep_merge(PDE_DEFAULTS[pde], PRESETS[preset])
+    if preset == "smoke":
+        merged = _deep_merge(merged, PDE_SMOKE[pde])
+    merged = _deep_merge(merged, overrides)
     try:
         return PipelineConfig.model_validate(merged)
     except ValidationError as e:

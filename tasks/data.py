@@ -8,8 +8,8 @@ from pathlib import Path
 from prefect import task
 from tqdm import tqdm
 
-from pdes.darcy import generate_darcy
-from pdes.dataset import Dataset, cached_dataset, darcy_grid, make_dataset
+from pdes.dataset import Dataset, cached_dataset
+from pdes.registry import build_split
 from pno.config import DataConfig
 from tasks import task_logger
 
@@ -20,15 +20,11 @@ def split_path(data_dir: Path, gen: dict) -> Path:
                       f"_s{gen['seed']}.h5"
 
 
-def build_darcy(gen: dict) -> Dataset:
-    """Solve ``gen['n_samples']`` Darcy problems, with a progress bar on a terminal."""
-    with tqdm(total=gen["n_samples"], desc=f"darcy {gen['split']}", unit="sample",
+def build_with_progress(gen: dict) -> Dataset:
+    """Generate the split ``gen`` describes, with a progress bar on a terminal."""
+    with tqdm(total=gen["n_samples"], desc=f"{gen['pde']} {gen['split']}", unit="sample",
               disable=None, leave=False) as bar:
-        a, u = generate_darcy(gen["n_samples"], gen["resolution"], gen["seed"], alpha=gen["alpha"],
-                              tau=gen["tau"], high=gen["high"], low=gen["low"],
-                              forcing=gen["forcing"], progress=bar.update)
-    return make_dataset("darcy", gen["split"], gen["seed"], a[:, None], u[:, None],
-                        darcy_grid(gen["resolution"]), gen)
+        return build_split(gen, progress=bar.update)
 
 
 @task(name="generate-split", task_run_name="generate-{split}")
@@ -38,7 +34,7 @@ def generate_split(cfg: DataConfig, split: str, data_dir: Path) -> dict:
     gen = cfg.generating_config(split)
     path = split_path(data_dir, gen)
     t0 = time.perf_counter()
-    ds, hit = cached_dataset(path, gen, lambda: build_darcy(gen))
+    ds, hit = cached_dataset(path, gen, lambda: build_with_progress(gen))
     seconds = time.perf_counter() - t0
     logger.info("%s: %d samples %s in %.1f s (content %s)", split, ds.n_samples,
                 "reused from cache" if hit else "generated", seconds, ds.content_hash[:12])

@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 from prefect import task
 
-from pno.config import DriftConfig
 from tasks import task_logger
 
 
@@ -34,23 +33,24 @@ def drift_summary(snapshot: dict, columns: tuple[str, ...], drift_share: float) 
 
 
 @task(name="detect-drift")
-def detect_drift(reference_csv: str, current_csv: str, cfg: DriftConfig, out_dir: Path) -> dict:
+def detect_drift(reference_csv: str, current_csv: str, columns: tuple[str, ...],
+                 drift_share: float, out_dir: Path) -> dict:
     """Evidently data-drift report of current vs reference features; HTML kept in ``out_dir``."""
     from evidently import DataDefinition, Dataset, Report  # slow import: only where needed
     from evidently.presets import DataDriftPreset
 
-    cols = list(cfg.columns)
+    cols = list(columns)
     ref = pd.read_csv(reference_csv, index_col="sample")[cols]
     cur = pd.read_csv(current_csv, index_col="sample")[cols]
     definition = DataDefinition(numerical_columns=cols)
-    report = Report([DataDriftPreset(columns=cols, drift_share=cfg.drift_share)],
+    report = Report([DataDriftPreset(columns=cols, drift_share=drift_share)],
                     include_tests=True)
     snapshot = report.run(Dataset.from_pandas(cur, data_definition=definition),
                           Dataset.from_pandas(ref, data_definition=definition))
     out_dir.mkdir(parents=True, exist_ok=True)
     html = out_dir / "drift_report.html"
     snapshot.save_html(str(html))
-    summary = drift_summary(snapshot.dict(), cfg.columns, cfg.drift_share)
+    summary = drift_summary(snapshot.dict(), tuple(cols), drift_share)
     task_logger().info("drift: %d/%d features drifted (share %.2f) -> dataset drift %s",
                           sum(c["drifted"] for c in summary["columns"].values()), len(cols),
                           summary["drifted_share"], summary["dataset_drift"])

@@ -23,8 +23,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def plot_sample(a: np.ndarray, truth: np.ndarray, mean: np.ndarray, std: np.ndarray | None,
                 title: str, path: Path) -> Path:
-    """Panels of coefficient / truth / mean / std / |error| for one (H, W) test sample."""
-    panels = [("coefficient a", a), ("truth u", truth), ("predicted mean", mean)]
+    """Panels of input / truth / mean / std / |error| for one (H, W) test sample, or for a 1D
+    (W,) sample input and truth with the mean and its +-2 std band."""
+    if a.ndim == 1:
+        return _plot_line(a, truth, mean, std, title, path)
+    panels = [("input", a), ("truth", truth), ("predicted mean", mean)]
     if std is not None:
         panels.append(("predicted std", std))
     panels.append(("|error|", np.abs(mean - truth)))
@@ -33,6 +36,27 @@ def plot_sample(a: np.ndarray, truth: np.ndarray, mean: np.ndarray, std: np.ndar
         im = ax.imshow(field.T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis")
         ax.set_title(name)
         fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _plot_line(a: np.ndarray, truth: np.ndarray, mean: np.ndarray, std: np.ndarray | None,
+               title: str, path: Path) -> Path:
+    x = np.arange(a.shape[0]) / a.shape[0]
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.4))
+    ax0.plot(x, a, color="gray")
+    ax0.set_title("input")
+    ax1.plot(x, truth, "k", label="truth")
+    ax1.plot(x, mean, "C0", label="predicted mean")
+    if std is not None:
+        ax1.fill_between(x, mean - 2 * std, mean + 2 * std, color="C0", alpha=0.3,
+                         label="mean +- 2 std")
+    ax1.legend(loc="best", fontsize=8)
+    ax1.set_title(f"target, |error| max {np.abs(mean - truth).max():.3g}")
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -87,6 +87,10 @@ def _quality_checks(r: dict, g: GateConfig) -> list[Check]:
             checks.append(gate(qg, f"{m['method']}: empirical coverage of 90% intervals",
                                round(cov, 4), g.min_coverage <= cov <= g.max_coverage,
                                f"in [{g.min_coverage}, {g.max_coverage}]"))
+    leak = r["leakage"]
+    checks.append(gate(qg, "no input shared between samples or splits (leakage)",
+                       f"{leak['rows']} samples, {leak['duplicates']} shared", leak["success"],
+                       "0 shared"))
     d = r["drift"]
     checks += [
         gate(qg, "feature drift share (current vs train, Evidently)",

@@ -62,11 +62,11 @@ def reload_checkpoint(checkpoint: str, injected_faults: int, ledger: Path) -> di
 
 
 @task(name="guarded-predict", retry_condition_fn=retry_transient)
-def guarded_predict(checkpoint: str, x: np.ndarray, resolution: int, ledger: Path) -> dict:
+def guarded_predict(checkpoint: str, x: np.ndarray, ledger: Path) -> dict:
     """One validated inference request (used to show that invalid input is not retried)."""
     record_attempt(ledger)
     model = build_model(load_checkpoint(Path(checkpoint)))
-    out = Predictor(model, (resolution, resolution), n_samples=4).predict(x)
+    out = Predictor(model, x.shape[2:], n_samples=4).predict(x)
     return {"attempts": task_run.run_count, "shape": list(out["mean"].shape)}
 
 
@@ -123,14 +123,14 @@ def refuses_pickled_code(tmp_dir: Path) -> bool:
 
 
 @task(name="load-test")
-def load_test(checkpoint: str, test_path: str, resolution: int, threads: int, requests: int,
+def load_test(checkpoint: str, test_path: str, threads: int, requests: int,
               batch: int, n_samples: int, out_dir: Path) -> dict:
     """Concurrent inference on test inputs plus malformed requests and an untrusted checkpoint."""
     from tasks.train import load_tensors
 
     model = build_model(load_checkpoint(Path(checkpoint)))
-    predictor = Predictor(model, (resolution, resolution), n_samples=n_samples)
     x = load_tensors(test_path)[0].numpy()
+    predictor = Predictor(model, x.shape[2:], n_samples=n_samples)
     load = run_load(predictor, x, requests, threads, batch)
     rejected, crashed = [], []
     bad = bad_requests(x[:batch])

@@ -29,11 +29,14 @@ def load_tensors(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
             torch.as_tensor(ds.targets, dtype=torch.float32))
 
 
-def method_configs(method: Method, cfg: PipelineConfig) -> tuple[FNOConfig, TrainConfig]:
-    """Backbone and optimisation settings of a method: same backbone, different loss/dropout."""
+def method_configs(method: Method, cfg: PipelineConfig, x: torch.Tensor,
+                   y: torch.Tensor) -> tuple[FNOConfig, TrainConfig]:
+    """Backbone and optimisation settings of a method for inputs ``x`` and targets ``y``
+    (B, C, *spatial): same backbone, different loss and dropout."""
     m, t = cfg.model, cfg.train
     probabilistic = method == "pno-dropout"
-    fno = FNOConfig(width=m.width, modes=m.modes, n_layers=m.n_layers, padding=m.padding,
+    fno = FNOConfig(in_channels=x.shape[1], out_channels=y.shape[1], dim=x.ndim - 2,
+                    width=m.width, modes=m.modes, n_layers=m.n_layers, padding=m.padding,
                     projection_width=m.projection_width,
                     dropout=m.dropout if probabilistic else 0.0)
     train_cfg = TrainConfig(epochs=t.pno_epochs if probabilistic else t.epochs,
@@ -58,9 +61,9 @@ def train_model(method: Method, cfg: PipelineConfig, train_split: dict, val_spli
     content hash); per-epoch losses go to the log and to MLflow."""
     logger = task_logger()
     torch.set_num_threads(cfg.torch_threads)
-    fno_cfg, train_cfg = method_configs(method, cfg)
     x_tr, y_tr = load_tensors(train_split["path"])
     x_val, y_val = load_tensors(val_split["path"])
+    fno_cfg, train_cfg = method_configs(method, cfg, x_tr, y_tr)
     ckpt = checkpoint_path(checkpoint_dir, method, fno_cfg, train_cfg,
                            [train_split["content_hash"], val_split["content_hash"]])
     tracking_uri = cfg.resolved_tracking_uri()

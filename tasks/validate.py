@@ -10,7 +10,8 @@ from prefect import task
 
 import expectations
 from pdes.dataset import load_dataset
-from pdes.features import darcy_features
+from pdes.features import sample_features
+from pdes.registry import get_spec
 from tasks import task_logger
 
 
@@ -25,10 +26,18 @@ def feature_table(path: Path) -> tuple[pd.DataFrame, dict]:
     wrong with it, rather than stop at a hash mismatch.
     """
     ds = load_dataset(path, verify=False)
-    gen = ds.config
-    feats = darcy_features(ds.inputs, ds.targets, forcing=gen["forcing"], low=gen["low"],
-                           high=gen["high"])
-    return pd.DataFrame(feats), gen
+    return pd.DataFrame(sample_features(ds)), ds.config
+
+
+def suite_parameters(gen: dict, residual_tol: float = 1e-8, resim_tol: float = 1e-8,
+                     conservation_tol: float = 1e-10) -> dict:
+    """Values for the suite's ``$PARAMETER`` placeholders: the generating config's numbers, the
+    PDE's declared parameter ranges and the tolerances."""
+    params = {k: v for k, v in gen.items() if isinstance(v, int | float)}
+    for name, (lo, hi) in get_spec(gen["pde"]).ranges.items():
+        params[f"{name}_min"], params[f"{name}_max"] = lo, hi
+    return {**params, "residual_tol": residual_tol, "resim_tol": resim_tol,
+            "conservation_tol": conservation_tol, "neg_conservation_tol": -conservation_tol}
 
 
 def run_suite(df: pd.DataFrame, suite: dict, parameters: dict) -> dict:
@@ -64,12 +73,12 @@ def failures(result: dict, max_indices: int = 10) -> list[str]:
 
 
 @task(name="validate-split", task_run_name="validate-{split}")
-def validate_split(path: str, split: str, out_dir: Path, residual_tol: float = 1e-8) -> dict:
+def validate_split(path: str, split: str, out_dir: Path, tolerances: dict | None = None) -> dict:
     """Validate one split; the GX result and the feature table are kept under ``out_dir`` even
-    when validation fails, and a failure raises :class:`DataValidationError` (not retried)."""
+    when validation fails, and a failure raises :class:`DataValidationError` (not retried).
+    ``tolerances``: residual_tol, resim_tol, conservation_tol (see :func:`suite_parameters`)."""
     df, gen = feature_table(Path(path))
-    params = {"n_samples": gen["n_samples"], "resolution": gen["resolution"],
-              "a_low": gen["low"], "a_high": gen["high"], "residual_tol": residual_tol}
+    params = suite_parameters(gen, **(tolerances or {}))
     result = run_suite(df, expectations.load_suite(gen["pde"]), params)
     out_dir.mkdir(parents=True, exist_ok=True)
     result_path = out_dir / f"gx_{split}.json"
@@ -86,3 +95,21 @@ def validate_split(path: str, split: str, out_dir: Path, residual_tol: float = 1
     return {"split": split, "result": str(result_path), "features": str(features_path),
             "evaluated": stats["evaluated_expectations"],
             "successful": stats["successful_expectations"], "success": True}
+
+
+@task(name="check-leakage")
+def check_leakage(features: dict[str, str], out_dir: Path) -> dict:
+    """No input appears twice across all splits (``features``: split -> feature CSV); the GX
+    result is kept, and duplicates raise :class:`DataValidationError` naming split and sample."""
+    tables = [pd.read_csv(p, index_col="sample").assign(split=s) for s, p in features.items()]
+    df = pd.concat(tables).reset_index()
+    result = run_suite(df, expectations.load_suite("leakage"), {})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "gx_leakage.json"
+    path.write_text(json.dumps(result, indent=1, default=str))
+    dup = df[df.duplicated("input_hash", keep=False)]
+    if not result["success"]:
+        where = ", ".join(f"{r.split}[{r.sample}]" for r in dup.itertuples())
+        raise DataValidationError(f"{len(dup)} samples share an input with another sample "
+                                  f"(leakage or duplicates): {where} (result kept in {path})")
+    return {"result": str(path), "rows": len(df), "duplicates": 0, "success": True}

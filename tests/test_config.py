@@ -10,9 +10,9 @@ from pno.config import SPLITS, PipelineConfig, build_config, flatten, parse_over
 
 
 def test_overrides_are_parsed_as_json_or_strings():
-    assert parse_overrides(["train.epochs=5", "data.current_tau=4.5", "experiment=x y",
+    assert parse_overrides(["train.epochs=5", "data.current_params.tau=4.5", "experiment=x y",
                             "drift.columns=[\"u_max\"]", "tracking_uri=null"]) == {
-        "train": {"epochs": 5}, "data": {"current_tau": 4.5}, "experiment": "x y",
+        "train": {"epochs": 5}, "data": {"current_params": {"tau": 4.5}}, "experiment": "x y",
         "drift": {"columns": ["u_max"]}, "tracking_uri": None}
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["train.epochs"])
@@ -22,13 +22,19 @@ def test_preset_and_overrides_merge():
     cfg = build_config("smoke", {"train": {"epochs": 3}})
     assert cfg.train.epochs == 3 and cfg.train.batch_size == 16  # rest of the preset kept
     assert cfg.data.resolution == 16
+    burgers = build_config("smoke", {"data": {"pde": "burgers"}})
+    assert burgers.data.spatial_shape == (64,) and burgers.model.padding == 0
+    assert build_config("default", {"data": {"pde": "navier_stokes"}}).data.spatial_shape == (
+        64, 64)
     assert build_config() == PipelineConfig()
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"train": {"epoch": 3}}, r"train\.epoch: Extra inputs are not permitted"),
-    ({"data": {"pde": "heat"}}, r"data\.pde: Input should be 'darcy'"),
-    ({"data": {"low": 20.0}}, r"low \(20.0\) must be below high"),
+    ({"data": {"pde": "heat"}}, r"unknown PDE 'heat'; choose one of \['burgers'"),
+    ({"data": {"params": {"low": 20.0}}}, r"low \(20.0\) must be below high"),
+    ({"data": {"params": {"visc": 1.0}}}, r"darcy has no parameter\(s\) \['visc'\]"),
+    ({"data": {"pde": "burgers", "params": {"nu": -1.0}}}, r"nu=-1.0 outside its declared range"),
     ({"model": {"dropout": 0.0}}, r"model\.dropout: Input should be greater than 0"),
 ])
 def test_invalid_settings_name_the_setting(overrides, message):
@@ -42,7 +48,7 @@ def test_unknown_preset_lists_the_choices():
 
 
 def test_every_split_has_its_own_seed_and_current_can_shift():
-    cfg = build_config("default", {"data": {"current_tau": 5.0}})
+    cfg = build_config("default", {"data": {"current_params": {"tau": 5.0}}})
     seeds = {cfg.data.generating_config(s)["seed"] for s in SPLITS}
     assert len(seeds) == len(SPLITS)
     assert cfg.data.generating_config("current")["tau"] == 5.0
@@ -51,8 +57,10 @@ def test_every_split_has_its_own_seed_and_current_can_shift():
 
 def test_flatten_gives_dotted_params():
     flat = flatten(PipelineConfig())
-    assert flat["train.epochs"] == 20 and flat["data.resolution"] == 32
-    assert flat["drift.columns"] == ["a_high_fraction", "u_mean", "u_max", "u_rms"]
+    assert flat["train.epochs"] == 20 and flat["data.resolution"] is None
+    assert flat["drift.columns"] is None
+    assert PipelineConfig().drift.columns_for("darcy") == ("a_high_fraction", "u_mean", "u_max",
+                                                           "u_rms")
 
 
 def test_cli_config_prints_resolved_json_and_rejects_bad_keys():

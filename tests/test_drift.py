@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pno.config import DriftConfig
 from tasks.drift import detect_drift
 
 COLUMNS = ("a_mean", "u_max")
@@ -25,7 +24,7 @@ def test_shift_in_one_feature_is_flagged(tmp_path: Path):
     rng = np.random.default_rng(0)
     ref = _table(tmp_path / "ref.csv", rng, 300, 0.0)
     cur = _table(tmp_path / "cur.csv", rng, 100, 1.0)
-    out = detect_drift.fn(ref, cur, DriftConfig(columns=COLUMNS, drift_share=0.5), tmp_path)
+    out = detect_drift.fn(ref, cur, COLUMNS, 0.5, tmp_path)
     assert out["columns"]["a_mean"]["drifted"] is True
     assert out["columns"]["u_max"]["drifted"] is False
     assert out["columns"]["a_mean"]["method"].startswith("K-S")
@@ -38,6 +37,6 @@ def test_same_distribution_is_not_flagged(tmp_path: Path):
     rng = np.random.default_rng(1)
     ref = _table(tmp_path / "ref.csv", rng, 300, 0.0)
     cur = _table(tmp_path / "cur.csv", rng, 100, 0.0)
-    out = detect_drift.fn(ref, cur, DriftConfig(columns=COLUMNS), tmp_path)
+    out = detect_drift.fn(ref, cur, COLUMNS, 0.5, tmp_path)
     assert out["dataset_drift"] is False
     assert all(not c["drifted"] for c in out["columns"].values())

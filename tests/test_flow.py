@@ -97,14 +97,14 @@ def test_invalid_data_stops_before_training(prefect_server, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch):
     import tasks.validate
 
-    real = tasks.validate.darcy_features
+    real = tasks.validate.sample_features
 
-    def poisoned(a, u, **kw):  # noqa: ANN001, ANN003, ANN202
-        feats = real(a, u, **kw)
+    def poisoned(ds, **kw):  # noqa: ANN001, ANN003, ANN202
+        feats = real(ds, **kw)
         feats["residual"][2] = 1.0  # sample 2 "does not satisfy the PDE"
         return feats
 
-    monkeypatch.setattr(tasks.validate, "darcy_features", poisoned)
+    monkeypatch.setattr(tasks.validate, "sample_features", poisoned)
     cfg = smoke(tmp_path, "bad")
     with pytest.raises(Exception, match=r"residual.*samples \[2\]"):
         robustness_pipeline(cfg)

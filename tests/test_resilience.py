@@ -37,7 +37,7 @@ def _retry_flow(checkpoint: str, faults: int, retries: int, ledger: Path) -> dic
 @flow
 def _guard_flow(checkpoint: str, x: np.ndarray, ledger: Path) -> dict:
     return _summary(guarded_predict.with_options(retries=3, retry_delay_seconds=0)(
-        checkpoint, x, 16, ledger, return_state=True), ledger)
+        checkpoint, x, ledger, return_state=True), ledger)
 
 
 def test_transient_faults_are_retried_until_success(prefect_server, tiny_checkpoint: Path,
