@@ -74,6 +74,96 @@ def run(preset: PresetOpt = "default", set_: SetOpt = None, out: OutOpt = None) 
         raise typer.Exit(code=2)
 
 
+data_app = typer.Typer(help="Generate, import and validate datasets (HDF5 layout in README).",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "--param", help="PDE parameter, e.g. --param nu=0.01 (repeatable)")]
+
+
+def _params(items: list[str] | None) -> dict[str, float]:
+    try:
+        return {k: float(v) for k, v in parse_overrides(items or []).items()}
+    except (TypeError, ValueError) as e:
+        raise typer.BadParameter(f"--param takes name=number: {e}") from e
+
+
+def _validate_file(path: Path, tolerances: dict[str, float]) -> bool:
+    """Run the file's PDE suite; print the verdict and the failures; True when it passes."""
+    import expectations
+    from tasks.validate import failures, feature_table, run_suite, suite_parameters
+
+    df, gen = feature_table(path)
+    result = run_suite(df, expectations.load_suite(gen["pde"]),
+                       suite_parameters(gen, **tolerances))
+    stats = result["statistics"]
+    typer.echo(f"{path}: {gen['pde']}, {len(df)} samples: {stats['successful_expectations']}/"
+               f"{stats['evaluated_expectations']} expectations met")
+    for line in failures(result):
+        typer.echo(f"  FAILED {line}")
+    return bool(result["success"])
+
+
+TolOpt = Annotated[float, typer.Option(help="relative residual allowed (Darcy)")]
+ResimOpt = Annotated[float, typer.Option(help="relative re-simulation error allowed")]
+
+
+@data_app.command("generate")
+def data_generate(
+    pde: Annotated[str, typer.Option(help="darcy, burgers, ks or navier_stokes")],
+    n: Annotated[int, typer.Option(help="number of samples")],
+    out: Annotated[Path, typer.Option(help="HDF5 file to write")],
+    resolution: Annotated[int | None, typer.Option(help="grid points per side")] = None,
+    seed: int = 0, split: str = "generated", param: ParamOpt = None,
+) -> None:
+    """Generate N samples of a PDE into one HDF5 file (progress bar on a terminal)."""
+    from tqdm import tqdm
+
+    from pdes.dataset import save_dataset
+    from pdes.registry import build_split, generating_config, get_spec
+
+    try:
+        res = resolution or get_spec(pde).default_resolution
+        gen = generating_config(pde, split, n, res, seed, _params(param))
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    t0 = time.perf_counter()
+    with tqdm(total=n, desc=pde, unit="sample") as bar:
+        ds = build_split(gen, progress=bar.update)
+    save_dataset(out, ds)
+    typer.echo(f"{out}: {ds.n_samples} {pde} samples at {ds.resolution} in "
+               f"{time.perf_counter() - t0:.1f} s, content hash {ds.content_hash[:16]}")
+
+
+@data_app.command("validate")
+def data_validate(file: Path, residual_tol: TolOpt = 1e-8, resim_tol: ResimOpt = 1e-8) -> None:
+    """Run the PDE's expectation suite on FILE; exit 1 listing failed expectations and samples."""
+    if not _validate_file(file, {"residual_tol": residual_tol, "resim_tol": resim_tol}):
+        raise typer.Exit(code=1)
+
+
+@data_app.command("import")
+def data_import(
+    src: Path, out: Annotated[Path, typer.Option(help="HDF5 file to write")],
+    pde: Annotated[str | None, typer.Option(help="PDE of the file (inferred for PDEBench)")] = None,
+    param: ParamOpt = None, residual_tol: TolOpt = 1e-8, resim_tol: ResimOpt = 1e-8,
+) -> None:
+    """Import a PDEBench HDF5 file or a PyTorch tensor-dict file, then validate it."""
+    from pdes.dataset import save_dataset
+    from pno.importers import import_file
+
+    try:
+        ds = import_file(src, pde, _params(param))
+    except ValueError as e:
+        typer.echo(f"cannot import: {e}", err=True)
+        raise typer.Exit(code=1) from e
+    save_dataset(out, ds)
+    typer.echo(f"{out}: imported {ds.n_samples} {ds.pde} samples at {ds.resolution}")
+    if not _validate_file(out, {"residual_tol": residual_tol, "resim_tol": resim_tol}):
+        raise typer.Exit(code=1)
+
+
 @app.command("config")
 def show_config(preset: PresetOpt = "default", set_: SetOpt = None,
                 out: OutOpt = None) -> None:
