@@ -35,8 +35,15 @@ OutOpt = Annotated[Path | None, typer.Option(
     "--out", "-o", help="output folder (data, checkpoints, reports); default ./pno-output")]
 
 
-def _config(preset: str, sets: list[str] | None, out: Path | None) -> PipelineConfig:
+PdeOpt = Annotated[str | None, typer.Option(
+    "--pde", help="darcy (default), burgers, ks or navier_stokes")]
+
+
+def _config(preset: str, sets: list[str] | None, out: Path | None,
+            pde: str | None = None) -> PipelineConfig:
     overrides = parse_overrides(sets or [])
+    if pde is not None:
+        overrides.setdefault("data", {})["pde"] = pde
     if out is not None:
         overrides["output_dir"] = str(out)
     try:
@@ -46,12 +53,14 @@ def _config(preset: str, sets: list[str] | None, out: Path | None) -> PipelineCo
 
 
 @app.command()
-def run(preset: PresetOpt = "default", set_: SetOpt = None, out: OutOpt = None) -> None:
+def run(preset: PresetOpt = "default", set_: SetOpt = None, out: OutOpt = None,
+        pde: PdeOpt = None) -> None:
     """Run the robustness pipeline (data, expectations, training, evaluation, drift, resilience,
     report) on Prefect's local temporary server, logging to MLflow."""
-    cfg = _config(preset, set_, out)
+    cfg = _config(preset, set_, out, pde)
     uri = cfg.resolved_tracking_uri()
-    typer.echo(f"pno run: preset={preset}, output={cfg.output_dir.resolve()}, MLflow={uri}")
+    typer.echo(f"pno run: pde={cfg.data.pde}, preset={preset}, "
+               f"output={cfg.output_dir.resolve()}, MLflow={uri}")
     from flows.robustness import robustness_pipeline  # imports prefect and mlflow (seconds)
 
     t0 = time.perf_counter()
@@ -166,9 +175,9 @@ def data_import(
 
 @app.command("config")
 def show_config(preset: PresetOpt = "default", set_: SetOpt = None,
-                out: OutOpt = None) -> None:
+                out: OutOpt = None, pde: PdeOpt = None) -> None:
     """Print the resolved configuration as JSON (preset plus overrides)."""
-    typer.echo(json.dumps(_config(preset, set_, out).model_dump(mode="json"), indent=2))
+    typer.echo(json.dumps(_config(preset, set_, out, pde).model_dump(mode="json"), indent=2))
 
 
 if __name__ == "__main__":
