@@ -1,6 +1,7 @@
 """2-D incompressible Navier-Stokes in vorticity form on the periodic unit torus [0, 1)^2.
 
-Equations (non-dimensional, unit box, time in box-lengths per unit velocity)::
+Units: non-dimensional, lengths in box sizes; ``w`` and ``f / w`` are rates (1/time), ``nu``
+is length^2/time and ``u`` length/time. Equations::
 
     w_t + u . grad w = nu Lap w + f,    u = (psi_y, -psi_x),    -Lap psi = w.
 
@@ -40,17 +41,21 @@ __all__ = [
     "solve_navier_stokes",
 ]
 
-# Largest accepted advective CFL number h * R * (max|u| + max|v|). Heun is only conditionally
-# stable for advection; with the 2/3-rule the largest retained wavenumber is ~2.1 R, so 1.0
-# keeps h * |u| * k_max near 2, inside Heun's region once viscosity damps the top modes.
-CFL_MAX = 1.0
+# Largest accepted advective CFL number h * R * (max|u| + max|v|). Heun is not stable for
+# pure advection (|amplification| = sqrt(1 + z^4 / 4) for z = h * |u| * k on the imaginary
+# axis) and relies on viscosity to damp the growth, so the safe CFL shrinks with nu: at R = 64
+# on FNO data, nu = 1e-4 diverged once the CFL reached ~1 and ran to t = 30 at 0.5, while
+# nu = 1e-3 stayed accurate up to ~2. 0.5 covers nu >= 1e-4 with a small margin.
+CFL_MAX = 0.5
 # dt "divides" a frame interval when interval/dt is within this relative distance of an
 # integer; the step is then dt itself, so runs with different frame sets agree bitwise.
 _DIVIDES_RTOL = 1e-9
-# Samples solved together: enough to amortise the per-call FFT overhead, small enough that
-# the ~12 complex work arrays stay within a few tens of MB at R = 64.
-_CHUNK = 64
-_WORKERS = 2
+# Samples solved together. Measured at R = 64 on 2 cores: chunks of 1-32 cost the same per
+# sample (~250 us per step; FFT-bound), 64 was ~1.7x slower (work arrays fall out of cache).
+_CHUNK = 16
+# FFT threads: workers=2 gave no measurable gain on the 2-core machine for these small
+# batched transforms, so one thread; callers can run independent chunks in parallel.
+_WORKERS = 1
 
 
 class _Spectral(NamedTuple):
@@ -82,8 +87,9 @@ def _spectral(resolution: int) -> _Spectral:
     dkx = np.where(np.abs(kx_int) == nyquist, 0.0, kx)
     dky = np.where(np.abs(ky_int) == nyquist, 0.0, ky)
     inv_k2 = np.zeros_like(k2)
-    inv_k2[k2 > 0] = 1.0 / k2[k2 > 0]  # psi has zero mean: the k = 0 mode of w is unforced
-    # psi_hat = w_hat / |k|^2; u = psi_y and v = -psi_x; w_x and w_y for the gradient.
+    inv_k2[k2 > 0] = 1.0 / k2[k2 > 0]  # psi is fixed up to a constant: take it mean-free
+    # psi_hat = w_hat / |k|^2; u = psi_y and v = -psi_x; w_x and w_y for the gradient
+    # (the "+ 0 * dky" terms only broadcast every multiplier to the (R, M) half grid).
     to_fields = np.stack(
         [1j * dky * inv_k2, -1j * dkx * inv_k2, 1j * dkx + 0 * dky, 1j * dky + 0 * dkx]
     )[:, None]
@@ -113,25 +119,22 @@ def ns_forcing(resolution: int) -> np.ndarray:
     return 0.1 * (np.sin(phase) + np.cos(phase))
 
 
-def _nonlinear(w_hat: np.ndarray, ops: _Spectral) -> tuple[np.ndarray, np.ndarray]:
-    """De-aliased ``u . grad w`` in Fourier space, (n, R, M), and ``max|u| + max|v|`` per sample.
+def _nonlinear(w_hat: np.ndarray, ops: _Spectral, cfl: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``u . grad w`` in Fourier space, (n, R, M), not yet de-aliased; and the speed, (n,).
 
-    The speed is computed on the grid (1/time in box lengths) for the CFL check.
+    The speed ``max|u| + max|v|`` on the grid (box lengths per unit time) bounds
+    ``max(|u| + |v|)``; it is only computed when ``cfl`` is true (else zeros).
     """
     r = ops.resolution
     # One batched inverse transform for all four fields amortises the FFT set-up.
-    fields = sfft.irfft2(w_hat[None] * ops.to_fields, s=(r, r), workers=_WORKERS)
-    u, v, w_x, w_y = fields
+    u, v, w_x, w_y = sfft.irfft2(w_hat[None] * ops.to_fields, s=(r, r), workers=_WORKERS)
     advection = u * w_x
     advection += v * w_y
-    # max|u| + max|v| bounds max(|u| + |v|); max/min reductions avoid |u| temporaries.
-    speed = np.fmax(u.max(axis=(-2, -1)), -u.min(axis=(-2, -1)))
-    speed += np.fmax(v.max(axis=(-2, -1)), -v.min(axis=(-2, -1)))
-    n_hat = sfft.rfft2(advection, workers=_WORKERS)
-    n_hat *= ops.dealias
-    # u . grad w = div(u w) has zero mean exactly; dropping the rounding keeps mean(w) fixed.
-    n_hat[..., 0, 0] = 0.0
-    return n_hat, speed
+    speed = np.zeros(w_hat.shape[0])
+    if cfl:  # max/min reductions avoid the |u| temporaries
+        speed = np.fmax(u.max(axis=(-2, -1)), -u.min(axis=(-2, -1)))
+        speed += np.fmax(v.max(axis=(-2, -1)), -v.min(axis=(-2, -1)))
+    return sfft.rfft2(advection, workers=_WORKERS), speed
 
 
 def _advance(
@@ -144,22 +147,33 @@ def _advance(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Take ``n_steps`` CN/Heun steps of size ``h``; return the new w_hat and the max CFL.
 
-    ``w_hat``: (n, R, M) spectral vorticity. CFL per sample is ``h R (max|u| + max|v|)`` over
-    the predictor stages (NaN for a non-finite sample).
+    ``w_hat``: (n, R, M) spectral vorticity. With ``a = h nu |k|^2`` each step is
+    ``w* = [(1 - a/2) w + h (f - N(w))] / (1 + a/2)`` (Euler predictor, CN diffusion) and
+    ``w+ = [(1 - a/2) w + h (f - (N(w) + N(w*)) / 2)] / (1 + a/2)`` (trapezoidal corrector).
+    CFL per sample is ``h R (max|u| + max|v|)`` at the predictor stages (NaN for a sample
+    that went non-finite).
     """
     half = 0.5 * h * nu * ops.k2
     decay = (1.0 - half) / (1.0 + half)  # CN amplification of each mode
     gain = h / (1.0 + half)  # CN weight of the explicit right-hand side
+    forced = gain * f_hat  # forcing is constant in time: the same increment every stage
+    # The 2/3 rule and the k = 0 mode of u . grad w = div(u w) (zero exactly; dropping its
+    # rounding keeps mean(w) fixed) are folded into the weight, saving passes over the data.
+    gain_n = gain * ops.dealias
+    gain_n[0, 0] = 0.0
     cfl = np.zeros(w_hat.shape[0])
     for _ in range(n_steps):
-        n_now, speed = _nonlinear(w_hat, ops)
+        n_now, speed = _nonlinear(w_hat, ops, cfl=True)
         cfl = np.fmax(cfl, speed * (h * ops.resolution))
         base = decay * w_hat
-        rhs_now = f_hat - n_now
-        w_pred = base + gain * rhs_now  # Euler predictor with CN diffusion
-        n_pred, _ = _nonlinear(w_pred, ops)
-        # Trapezoidal corrector: the mean of both explicit slopes; forcing is constant in time.
-        w_hat = base + gain * (rhs_now + 0.5 * (n_now - n_pred))
+        base += forced
+        n_now *= gain_n
+        n_pred, _ = _nonlinear(base - n_now, ops, cfl=False)
+        n_pred *= gain_n
+        n_now += n_pred
+        n_now *= 0.5
+        base -= n_now
+        w_hat = base
     return w_hat, np.where(np.isfinite(w_hat).all(axis=(-2, -1)), cfl, np.nan)
 
 
@@ -267,9 +281,10 @@ def solve_navier_stokes(
     bad = ~(cfl <= CFL_MAX)  # also catches NaN from a diverged sample
     if np.any(bad):
         worst = int(np.argmax(np.where(np.isnan(cfl), np.inf, cfl)))
+        what = "diverged" if np.isnan(cfl[worst]) else f"reached CFL number {cfl[worst]:.3g}"
         raise ValueError(
-            f"unstable time step: dt={dt} gives CFL number {cfl[worst]:.3g} > {CFL_MAX} "
-            f"(sample {worst}, {int(bad.sum())} of {bad.size} affected); reduce dt"
+            f"unstable time step: with dt={dt} sample {worst} {what} (limit CFL_MAX="
+            f"{CFL_MAX}; {int(bad.sum())} of {bad.size} samples affected); reduce dt"
         )
     return out
 
@@ -308,7 +323,7 @@ def generate_navier_stokes(
 
     Returns ``inputs`` (n, 1, R, R) = w(0), ``targets`` (n, 1, R, R) = w(t_final),
     ``trajectory`` (n, n_frames, 1, R, R), ``times`` (n_frames,) and ``grid`` (2, R, R)
-    (:func:`ns_grid`). Samples are solved in chunks of up to 64; ``progress(k)`` is called
+    (:func:`ns_grid`). Samples are solved in chunks of up to 16; ``progress(k)`` is called
     after each chunk with ``k`` = the number of samples that chunk completed (increments,
     like :func:`pdes.darcy.generate_darcy`). Raises ValueError for bad arguments, when dt
     does not divide ``t_final / (n_frames - 1)`` (then :func:`ns_resimulation_error` could

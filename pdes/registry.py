@@ -107,7 +107,7 @@ PDES: dict[str, PDESpec] = {
          "n_frames": (2, 1000), "dt": (1e-4, 1.0)},
         _ks, _ks_resim, True, "u_t = -u u_x - u_xx - u_xxxx, periodic on (0, L)"),
     "navier_stokes": PDESpec(
-        "navier_stokes", 2, 64, {"nu": 1e-3, "t_final": 10.0, "n_frames": 11, "dt": 1e-3,
+        "navier_stokes", 2, 64, {"nu": 1e-3, "t_final": 5.0, "n_frames": 11, "dt": 0.025,
                                  "alpha": 2.5, "tau": 7.0},
         {"nu": (1e-5, 1.0), "t_final": (1e-3, 1e3), "n_frames": (2, 1000), "dt": (1e-5, 0.1),
          "alpha": (1.0, 5.0), "tau": (0.1, 50.0)},
