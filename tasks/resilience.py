@@ -73,8 +73,8 @@ def guarded_predict(checkpoint: str, x: np.ndarray, ledger: Path) -> dict:
 def bad_requests(valid: np.ndarray) -> dict[str, object]:
     """Malformed requests built from one valid (B, C, H, W) input; each must be rejected."""
     nan, inf = valid.copy(), valid.copy()
-    nan[0, 0, 1, 1] = np.nan
-    inf[0, 0, 2, 2] = np.inf
+    nan[(0, 0, *(1,) * (valid.ndim - 2))] = np.nan
+    inf[(0, 0, *(2,) * (valid.ndim - 2))] = np.inf
     return {"nan": nan, "inf": inf, "wrong_grid": valid[..., :-1], "wrong_channels":
             np.concatenate([valid, valid], axis=1), "no_channel_axis": valid[:, 0, 0],
             "empty_batch": valid[:0], "complex": valid.astype(np.complex64),
