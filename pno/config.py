@@ -173,7 +173,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval": {"n_samples": 20},
         "resilience": {"load_requests": 20, "load_threads": 2, "retry_delay_seconds": 0.05},
         # a two-epoch model is not accurate: the smoke run checks plumbing, not quality
-        "gates": {"max_rel_l2": 1.0, "min_coverage": 0.0},
+        "gates": {"max_rel_l2": 10.0, "min_coverage": 0.0},
     },
 }
 
@@ -184,7 +184,10 @@ PDE_DEFAULTS: dict[str, dict[str, Any]] = {
     "darcy": {},
     "burgers": {"model": {"modes": 16, "padding": 0}},
     "ks": {"model": {"modes": 16, "padding": 0}},
-    "navier_stokes": {"model": {"modes": 12, "padding": 0}},
+    # 64x64 fields cost 4x a 32x32 Darcy sample: fewer samples and epochs keep the run in minutes
+    "navier_stokes": {"model": {"modes": 12, "padding": 0},
+                      "data": {"n_train": 400, "n_test": 50},
+                      "train": {"epochs": 15, "pno_epochs": 8}},
 }
 PDE_SMOKE: dict[str, dict[str, Any]] = {
     "darcy": {"data": {"resolution": 16}, "model": {"padding": 2}},

@@ -115,3 +115,17 @@ def test_invalid_data_stops_before_training(prefect_server, tmp_path: Path,
     assert run.info.status == "FAILED"
     kept = list_artifacts(cfg.tracking_uri, run.info.run_id)
     assert any(a.endswith("gx_train.json") for a in kept)  # the failing result was kept
+
+
+@pytest.mark.parametrize("pde", ["burgers", "ks", "navier_stokes"])
+def test_every_pde_runs_the_whole_pipeline(prefect_server, tmp_path: Path, pde: str):
+    cfg = build_config("smoke", {"output_dir": str(tmp_path / pde),
+                                 "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                 "data": {"pde": pde}})
+    result = robustness_pipeline(cfg)
+    report = json.loads(Path(result["report"]["json"]).read_text())
+    assert report["overall_status"] == "PASS", report["failed_gates"]
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["expectations met on train"]["status"] == "PASS"
+    assert checks["no input shared between samples or splits (leakage)"]["status"] == "PASS"
+    assert report["scores"]["pno-dropout"]["n"] == 8
