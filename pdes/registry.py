@@ -102,7 +102,9 @@ PDES: dict[str, PDESpec] = {
         {"nu": (1e-3, 10.0), "t_final": (1e-3, 100.0), "n_frames": (2, 1000)},
         _burgers, _burgers_resim, True, "u_t + (u^2/2)_x = nu u_xx, periodic on (0, 1)"),
     "ks": PDESpec(
-        "ks", 1, 128, {"length": 32 * np.pi, "t_burn": 100.0, "t_final": 20.0, "n_frames": 21,
+        # t_final 2: a one-step map a surrogate can learn (with t_final 20 both models of a
+        # default run only reached relative L2 0.97); longer horizons are rollouts of it
+        "ks", 1, 128, {"length": 32 * np.pi, "t_burn": 100.0, "t_final": 2.0, "n_frames": 9,
                        "dt": 0.25},
         {"length": (1.0, 1e3), "t_burn": (0.0, 1e4), "t_final": (1e-3, 1e3),
          "n_frames": (2, 1000), "dt": (1e-4, 1.0)},

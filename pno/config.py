@@ -185,14 +185,14 @@ PDE_DEFAULTS: dict[str, dict[str, Any]] = {
     "burgers": {"model": {"modes": 16, "padding": 0}},
     "ks": {"model": {"modes": 16, "padding": 0}},
     # 64x64 fields cost 4x a 32x32 Darcy sample: fewer samples and epochs keep the run in minutes
-    "navier_stokes": {"model": {"modes": 12, "padding": 0},
+    "navier_stokes": {"model": {"modes": 12, "padding": 0, "width": 24},
                       "data": {"n_train": 400, "n_test": 50},
-                      "train": {"epochs": 15, "pno_epochs": 8}},
+                      "train": {"epochs": 15, "pno_epochs": 12}},
 }
 PDE_SMOKE: dict[str, dict[str, Any]] = {
     "darcy": {"data": {"resolution": 16}, "model": {"padding": 2}},
     "burgers": {"data": {"resolution": 64}},
-    "ks": {"data": {"resolution": 64, "params": {"t_burn": 20.0, "t_final": 5.0}}},
+    "ks": {"data": {"resolution": 64, "params": {"t_burn": 20.0}}},
     "navier_stokes": {"data": {"resolution": 32, "params": {"t_final": 1.0, "n_frames": 3}}},
 }
 
