@@ -36,6 +36,10 @@ def plot_sample(a: np.ndarray, truth: np.ndarray, mean: np.ndarray, std: np.ndar
         im = ax.imshow(field.T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis")
         ax.set_title(name)
         fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, title, path)
+
+
+def _save(fig: plt.Figure, title: str, path: Path) -> Path:
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,12 +61,7 @@ def _plot_line(a: np.ndarray, truth: np.ndarray, mean: np.ndarray, std: np.ndarr
                          label="mean +- 2 std")
     ax1.legend(loc="best", fontsize=8)
     ax1.set_title(f"target, |error| max {np.abs(mean - truth).max():.3g}")
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, title, path)
 
 
 @task(name="evaluate-model", task_run_name="evaluate-{method}")
