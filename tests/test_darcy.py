@@ -209,20 +209,20 @@ def test_dissection_matches_spsolve_on_grf_coefficients(resolution: int, n_sampl
 
 
 def test_dissection_handles_general_coefficients_forcing_and_tiny_grids() -> None:
-    from pdes.darcy import _solve_dissection
+    from pdes.dissection import solve_batch
 
     rng = np.random.default_rng(7)
     for n in (3, 4, 5, 6, 17):
         # Rough, high-contrast (e^-3 to e^3) coefficients and a per-sample nodal forcing.
         a = np.exp(rng.uniform(-3.0, 3.0, (3, n, n)))
         f = rng.uniform(-1.0, 2.0, (3, n, n))
-        u = _solve_dissection(a, f, workers=1)
+        u = solve_batch(a, f, workers=1)
         assert _max_rel_diff(u, _spsolve_reference(a, f)) < 1e-8, n
         assert np.all(darcy_residual(a, u, f) < 1e-10), n
     # A shared (N, N) forcing gives the same as passing it per sample.
     a = np.exp(rng.uniform(-1.0, 1.0, (2, 9, 9)))
     f = rng.uniform(0.5, 1.5, (9, 9))
-    np.testing.assert_array_equal(_solve_dissection(a, f), _solve_dissection(a, np.stack([f, f])))
+    np.testing.assert_array_equal(solve_batch(a, f), solve_batch(a, np.stack([f, f])))
 
 
 def test_fast_generate_darcy_is_deterministic_across_seeds_and_workers() -> None:
@@ -234,9 +234,9 @@ def test_fast_generate_darcy_is_deterministic_across_seeds_and_workers() -> None
     _, u3 = generate_darcy(20, 17, seed=6, workers=1)
     assert not np.array_equal(u1, u3)
     # Solving a sample alone or inside a batch gives the same bits.
-    from pdes.darcy import _solve_dissection
+    from pdes.dissection import solve_batch
 
-    np.testing.assert_array_equal(_solve_dissection(a1[3:4], 1.0), u1[3:4])
+    np.testing.assert_array_equal(solve_batch(a1[3:4], 1.0), u1[3:4])
 
 
 @pytest.mark.parametrize(
