@@ -89,7 +89,6 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
             "validation": list(validation.values()), "leakage": leakage, "training": training,
             "evaluation": evaluation,
             "drift": drift, "resilience": resilience, "logged_model": logged_model,
-            "stages": ["data", "expectations", "train", "evaluate", "drift", "resilience"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "elapsed_seconds": time.perf_counter() - t0,
             "expected_artifacts": EXPECTED_ARTIFACTS,

@@ -30,12 +30,3 @@ def score_model(model: FNO, x: Tensor, y: Tensor, n_samples: int, level: float =
             acc.update(None, yb, mean=model(xb))
     return acc.compute()
 
-
-@torch.no_grad()
-def predictive_fields(model: FNO, x: Tensor, n_samples: int, seed: int = 0) -> dict[str, Tensor]:
-    """Mean and (probabilistic models only) std of the predictive distribution for x."""
-    model.eval()
-    if not model.probabilistic:
-        return {"mean": model(x)}
-    samples = model.sample(x, n_samples, generator=torch.Generator().manual_seed(seed))
-    return {"mean": samples.mean(0), "std": samples.std(0)}

@@ -100,12 +100,9 @@ def _params(items: list[str] | None) -> dict[str, float]:
 
 def _validate_file(path: Path, tolerances: dict[str, float]) -> bool:
     """Run the file's PDE suite; print the verdict and the failures; True when it passes."""
-    import expectations
-    from tasks.validate import failures, feature_table, run_suite, suite_parameters
+    from tasks.validate import failures, validate_file
 
-    df, gen = feature_table(path)
-    result = run_suite(df, expectations.load_suite(gen["pde"]),
-                       suite_parameters(gen, **tolerances))
+    df, gen, result = validate_file(path, tolerances)
     stats = result["statistics"]
     typer.echo(f"{path}: {gen['pde']}, {len(df)} samples: {stats['successful_expectations']}/"
                f"{stats['evaluated_expectations']} expectations met")

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from prefect import task
 
-from model.evaluate import predictive_fields, score_model
+from model.evaluate import score_model
+from model.inference import Predictor
 from model.train import build_model, load_checkpoint
 from pno.config import PipelineConfig
 from tasks import task_logger
@@ -75,9 +76,9 @@ def evaluate_model(method: str, checkpoint: str, test_path: str, cfg: PipelineCo
     scores = score_model(model, x, y, cfg.eval.n_samples, cfg.eval.level, cfg.eval.batch_size)
     seconds = time.perf_counter() - t0
     i = min(cfg.eval.plot_index, x.shape[0] - 1)
-    fields = predictive_fields(model, x[i:i + 1], cfg.eval.n_samples)
-    std = fields["std"][0, 0].numpy() if "std" in fields else None
-    plot = plot_sample(x[i, 0].numpy(), y[i, 0].numpy(), fields["mean"][0, 0].numpy(), std,
+    fields = Predictor(model, x.shape[2:], cfg.eval.n_samples).predict(x[i:i + 1])
+    std = fields["std"][0, 0] if "std" in fields else None
+    plot = plot_sample(x[i, 0].numpy(), y[i, 0].numpy(), fields["mean"][0, 0], std,
                        f"{method}, test sample {i}", run_dir / "plots" / f"{method}_sample{i}.png")
     uri = cfg.resolved_tracking_uri()
     log_metrics(uri, run_id, {f"{method}.{k}": v for k, v in scores.items()})

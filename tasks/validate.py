@@ -72,14 +72,20 @@ def failures(result: dict, max_indices: int = 10) -> list[str]:
     return lines
 
 
+def validate_file(path: Path, tolerances: dict | None = None) -> tuple[pd.DataFrame, dict, dict]:
+    """Feature table, generating config and GX result of the dataset at ``path`` against its
+    PDE's suite (``tolerances``: residual_tol, resim_tol, conservation_tol)."""
+    df, gen = feature_table(Path(path))
+    params = suite_parameters(gen, **(tolerances or {}))
+    return df, gen, run_suite(df, expectations.load_suite(gen["pde"]), params)
+
+
 @task(name="validate-split", task_run_name="validate-{split}")
 def validate_split(path: str, split: str, out_dir: Path, tolerances: dict | None = None) -> dict:
     """Validate one split; the GX result and the feature table are kept under ``out_dir`` even
     when validation fails, and a failure raises :class:`DataValidationError` (not retried).
     ``tolerances``: residual_tol, resim_tol, conservation_tol (see :func:`suite_parameters`)."""
-    df, gen = feature_table(Path(path))
-    params = suite_parameters(gen, **(tolerances or {}))
-    result = run_suite(df, expectations.load_suite(gen["pde"]), params)
+    df, _, result = validate_file(Path(path), tolerances)
     out_dir.mkdir(parents=True, exist_ok=True)
     result_path = out_dir / f"gx_{split}.json"
     result_path.write_text(json.dumps(result, indent=1, default=str))

@@ -59,6 +59,8 @@ def test_report_lines_are_measured(first_run):
             assert c["value"] is not None and c["threshold"] != "-", c
         if c["status"] == "NOT_IMPLEMENTED":
             assert not c["gate"]
+    stages = next(c for c in report["checks"] if c["name"] == "stages that left their outputs")
+    assert stages["status"] == "PASS" and stages["value"].count(",") == 5
     retry = next(c for c in report["checks"] if c["name"].startswith("transient fault"))
     assert retry["value"] == "Completed after 3 attempts"
     assert report["scores"]["pno-dropout"]["n"] == 8
