@@ -23,8 +23,11 @@ from tasks.tracking import finish_run, log_model, log_to_run, start_run
 from tasks.train import train_model
 from tasks.validate import check_leakage, validate_split
 
-EXPECTED_ARTIFACTS = ["expectations/gx_train.json", "drift/drift_report.html", "plots/",
-                      "checkpoints/pno-dropout-"]
+
+def expected_artifacts(served: str) -> list[str]:
+    """Artifact path prefixes the MLflow run must hold at the end (checked by the report)."""
+    return ["expectations/gx_train.json", "drift/drift_report.html", "plots/",
+            f"checkpoints/{served}-"]
 
 
 def _resilience(cfg: PipelineConfig, checkpoint: str, test_path: str, run_dir: Path) -> dict:
@@ -71,7 +74,7 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
         log_to_run(uri, run_id, {"expectations": [v["result"] for v in validation.values()]
                                  + [leakage["result"]]})
         training = [train_model(m, cfg, data["train"], data["val"], out / "checkpoints", run_id)
-                    for m in ("fno", "pno-dropout")]
+                    for m in cfg.train.methods]
         ckpt = {t["method"]: t["checkpoint"] for t in training}
         log_to_run(uri, run_id, {"checkpoints": list(ckpt.values())})
         evaluation = [evaluate_model(m, ckpt[m], data["test"]["path"], cfg, run_dir, run_id)
@@ -81,9 +84,10 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
                              run_dir / "drift")
         log_to_run(uri, run_id, {"drift": [drift["html"]]},
                    {"drift.drifted_share": drift["drifted_share"]})
-        resilience = _resilience(cfg, ckpt["pno-dropout"], data["test"]["path"], run_dir)
+        served = cfg.train.served_method
+        resilience = _resilience(cfg, ckpt[served], data["test"]["path"], run_dir)
         log_to_run(uri, run_id, metrics={f"load.{k}": v for k, v in resilience["load"].items()})
-        logged_model = log_model(uri, run_id, ckpt["pno-dropout"], cfg.data.spatial_shape)
+        logged_model = log_model(uri, run_id, ckpt[served], cfg.data.spatial_shape)
         results = {
             "run_name": run_name, "run_id": run_id, "data": list(data.values()),
             "validation": list(validation.values()), "leakage": leakage, "training": training,
@@ -91,7 +95,7 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
             "drift": drift, "resilience": resilience, "logged_model": logged_model,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "elapsed_seconds": time.perf_counter() - t0,
-            "expected_artifacts": EXPECTED_ARTIFACTS,
+            "expected_artifacts": expected_artifacts(served), "served_method": served,
         }
         report = write_report(results, cfg, run_dir, uri)
         log_to_run(uri, run_id, {"report": [report["json"], report["markdown"]]},

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from model.fno import FNO
+from model.methods import Surrogate
 from model.metrics import ScoreAccumulator
 
 
 @torch.no_grad()
-def score_model(model: FNO, x: Tensor, y: Tensor, n_samples: int, level: float = 0.9,
+def score_model(model: Surrogate, x: Tensor, y: Tensor, n_samples: int, level: float = 0.9,
                 batch_size: int = 16, seed: int = 0) -> dict[str, float]:
     """Scores of ``model`` on inputs ``x`` (N, C_in, H, W) against targets ``y`` (N, C_out, H, W).
 

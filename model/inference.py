@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model.fno import FNO
+from model.methods import Surrogate
 
 
 class InvalidInputError(ValueError):
@@ -22,7 +22,7 @@ class Predictor:
     """Thread-safe wrapper: ``predict`` may be called from several threads at once (no state is
     mutated; sampling uses a per-call generator)."""
 
-    def __init__(self, model: FNO, resolution: tuple[int, ...], n_samples: int = 32,
+    def __init__(self, model: Surrogate, resolution: tuple[int, ...], n_samples: int = 32,
                  max_batch: int = 256) -> None:
         self.model = model.eval()
         self.resolution = tuple(resolution)
@@ -40,7 +40,7 @@ class Predictor:
                                     f"got {type(x).__name__}")
         if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
             raise InvalidInputError(f"input must be real numeric, got dtype {arr.dtype}")
-        want = (self.model.config.in_channels, *self.resolution)
+        want = (self.model.in_channels, *self.resolution)
         if arr.ndim == len(want):  # one sample without the batch axis
             arr = arr[None]
         if arr.ndim != len(want) + 1 or tuple(arr.shape[1:]) != want:

@@ -1,180 +1,284 @@
-"""Training loop for the FNO baseline (relative L2) and the PNO-D (energy score).
+"""One training function for every method of the zoo (:mod:`model.methods`).
 
-The loop is a plain function built from small parts (:func:`cosine_lr`, :func:`train_one_epoch`,
-:func:`evaluate_loss`); logging happens in the ``on_epoch`` callback so that tracking code stays out
-of this package. Every epoch ends with an atomic checkpoint holding everything needed to resume
-exactly: model and optimiser state, the epoch, the best weights, the history and the RNG state.
+Built from small parts: AdamW, ``ReduceLROnPlateau`` on the validation loss, gradient clipping,
+early stopping, and ``on_batch`` / ``on_epoch`` callbacks (so logging and progress bars live in
+the caller, not here). The loss is the method's own ``training_loss``.
+
+Nothing is lost on failure:
+
+- every epoch ends with an atomic checkpoint (temporary file, then rename) holding the method and
+  training configs, weights, optimiser, scheduler, epoch, best weights, history and the RNG state,
+  loaded back with ``weights_only=True``; a run killed at any point (SIGKILL included) resumes
+  from it and reaches the same weights as an uninterrupted run;
+- SIGTERM or Ctrl-C (in the main thread) finish the current batch, checkpoint mid-epoch (the
+  epoch's shuffle and position included) and raise :class:`TrainingInterrupted`; a second Ctrl-C
+  stops at once;
+- a non-finite loss raises ``FloatingPointError`` naming the epoch and batch; the last good
+  checkpoint is kept, and the error is not something to retry.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 
 import torch
 from torch import Tensor
 
-from model.fno import FNO, FNOConfig
-from model.metrics import energy_score, relative_l2
+from model.methods import Surrogate, build_surrogate
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings; ``loss`` is ``"l2"`` (relative L2) or ``"energy"`` (fair ES)."""
+    """Optimisation settings shared by all methods (the loss belongs to the method)."""
 
-    epochs: int = 20
+    epochs: int = 20  # at most; early stopping may end sooner
     batch_size: int = 32
     lr: float = 2e-3
-    min_lr_factor: float = 0.05
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
-    loss: str = "l2"
-    train_samples: int = 3  # samples per input for the energy score (Bulte et al. use 3)
+    plateau_factor: float = 0.5  # ReduceLROnPlateau: lr *= factor ...
+    plateau_patience: int = 2  # ... after more than this many epochs in a row without a better
+    # validation loss (torch's ReduceLROnPlateau rule)
+    min_lr: float = 1e-5
+    early_stop_patience: int = 6  # stop after this many epochs without improvement; 0: never
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.loss not in ("l2", "energy"):
-            raise ValueError(f"loss must be one of ('l2', 'energy'), got {self.loss!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, "
                              f"{self.batch_size}")
-        if self.loss == "energy" and self.train_samples < 2:
-            raise ValueError(f"the energy score needs train_samples >= 2, got {self.train_samples}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
+        if self.lr <= 0 or self.min_lr < 0 or self.grad_clip <= 0:
+            raise ValueError(f"lr and grad_clip must be > 0 and min_lr >= 0, got lr={self.lr}, "
+                             f"grad_clip={self.grad_clip}, min_lr={self.min_lr}")
+        if self.plateau_patience < 0 or self.early_stop_patience < 0:
+            raise ValueError("plateau_patience and early_stop_patience must be >= 0")
 
 
 @dataclass
 class TrainResult:
-    """What a finished training run returns (JSON-friendly apart from nothing)."""
+    """What a finished training run returns (JSON-friendly)."""
 
-    epochs_run: int
+    epochs_run: int  # epochs trained by this call (0 when a finished checkpoint was reused)
     resumed_from_epoch: int
     best_epoch: int
     best_val: float
+    stopped_early: bool
     history: list[dict] = field(default_factory=list)
 
 
-def cosine_lr(epoch: int, cfg: TrainConfig) -> float:
-    """Learning rate for ``epoch`` (0-based): cosine decay from ``lr`` to ``lr*min_lr_factor``."""
-    t = epoch / max(cfg.epochs - 1, 1)
-    floor = cfg.lr * cfg.min_lr_factor
-    return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * t))
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on request (SIGTERM, Ctrl-C) after writing a checkpoint."""
 
 
-def loss_fn(model: FNO, x: Tensor, y: Tensor, cfg: TrainConfig,
-            generator: torch.Generator | None = None) -> Tensor:
-    """Mean training loss of a batch: relative L2, or the fair energy score in units of out_std."""
-    if cfg.loss == "l2":
-        return relative_l2(model(x), y).mean()
-    samples = model.sample(x, cfg.train_samples, generator=generator)
-    return energy_score(samples, y, fair=True).mean() / model.out_std
+class GracefulStop:
+    """A stop request: set by SIGTERM/SIGINT while in ``with`` (main thread only; elsewhere the
+    handlers cannot be installed and only :meth:`request` sets it). A second signal restores the
+    previous handler and raises ``KeyboardInterrupt`` at once."""
 
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-def train_one_epoch(model: FNO, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
-                    cfg: TrainConfig, epoch: int) -> float:
-    """One pass over (x, y) in shuffled batches (global torch RNG); returns the mean batch loss."""
-    model.train()
-    perm = torch.randperm(x.shape[0])
-    total, batches = 0.0, 0
-    for start in range(0, x.shape[0], cfg.batch_size):
-        idx = perm[start:start + cfg.batch_size]
-        loss = loss_fn(model, x[idx], y[idx], cfg)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, "
-                                     f"batch {batches}; the last good checkpoint is kept")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        total += loss.item()
-        batches += 1
-    return total / max(batches, 1)
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._previous: dict[int, object] = {}
 
+    def request(self, reason: str) -> None:
+        self.reason = self.reason or reason
 
-@torch.no_grad()
-def evaluate_loss(model: FNO, x: Tensor, y: Tensor, cfg: TrainConfig) -> float:
-    """Validation loss (same criterion as training; sampling from a fixed-seed generator, so it
-    neither varies between calls nor consumes the global RNG that training resumes from)."""
-    model.eval()
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    losses = [loss_fn(model, x[i:i + cfg.batch_size], y[i:i + cfg.batch_size], cfg, gen).item()
-              * min(cfg.batch_size, x.shape[0] - i) for i in range(0, x.shape[0], cfg.batch_size)]
-    return sum(losses) / x.shape[0]
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.reason is not None:
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            raise KeyboardInterrupt(f"second {name}: stopping without a checkpoint")
+        self.request(name)
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` atomically: a crash mid-write never leaves a truncated checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path) -> dict:
     """Load a checkpoint with ``weights_only=True`` (no arbitrary code from the file runs)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} has checkpoint format {ckpt.get('format')}, this version reads "
+                         f"{CHECKPOINT_FORMAT}; retrain (or move the file away)")
+    return ckpt
 
 
-def build_model(checkpoint: dict, best: bool = True) -> FNO:
-    """Rebuild the FNO stored in a checkpoint (best validation weights by default)."""
-    model = FNO(FNOConfig(**checkpoint["model_config"]))
+def build_model(checkpoint: dict, best: bool = True) -> Surrogate:
+    """Rebuild the method stored in a checkpoint (best validation weights by default)."""
+    model = build_surrogate(checkpoint["model_config"])
     model.load_state_dict(checkpoint["best_state" if best else "model_state"])
+    return model.eval()
+
+
+@torch.no_grad()
+def evaluate_loss(model: Surrogate, x: Tensor, y: Tensor, cfg: TrainConfig, n_train: int) -> float:
+    """Validation loss (the training criterion; sampling from a fixed-seed generator, so it neither
+    varies between calls nor consumes the global RNG that training resumes from)."""
     model.eval()
-    return model
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    total = 0.0
+    for i in range(0, x.shape[0], cfg.batch_size):
+        xb, yb = x[i:i + cfg.batch_size], y[i:i + cfg.batch_size]
+        total += model.training_loss(xb, yb, n_train=n_train, generator=gen).item() * len(xb)
+    return total / x.shape[0]
 
 
-def train(model: FNO, data: tuple[Tensor, Tensor, Tensor, Tensor], cfg: TrainConfig,
-          checkpoint_path: Path,
-          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+OnBatch = Callable[[int, int, int, float], None]  # epoch, batch, batches per epoch, loss
+
+
+def run_epoch(model: Surrogate, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
+              cfg: TrainConfig, progress: dict, stop: GracefulStop,
+              on_batch: OnBatch | None = None) -> bool:
+    """Train on the batches of ``progress["perm"]`` from ``progress["batch"]`` on, updating
+    ``progress`` (batch position, loss sum) after each step. Returns False if a stop was
+    requested before the epoch's end (the state is then consistent for a mid-epoch checkpoint)."""
+    model.train()
+    perm, epoch = progress["perm"], progress["epoch"]
+    n_batches = math.ceil(x.shape[0] / cfg.batch_size)
+    while progress["batch"] < n_batches:
+        b = progress["batch"]
+        idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        loss = model.training_loss(x[idx], y[idx], n_train=x.shape[0])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch "
+                                     f"{epoch + 1}, batch {b + 1}; the last good checkpoint is "
+                                     "kept")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        model.clip_gradients(cfg.grad_clip)
+        opt.step()
+        progress["batch"] += 1
+        progress["loss_sum"] += loss.item()
+        if on_batch is not None:
+            on_batch(epoch, b, n_batches, loss.item())
+        if stop.reason is not None and progress["batch"] < n_batches:
+            return False
+    return True
+
+
+def _state(model: Surrogate, opt: torch.optim.Optimizer, sched: object, cfg: TrainConfig,
+           progress: dict) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "model_config": model.config.to_dict(),
+            "train_config": asdict(cfg), "model_state": model.state_dict(),
+            "optimizer_state": opt.state_dict(), "scheduler_state": sched.state_dict(),
+            "torch_rng": torch.get_rng_state(), **progress}
+
+
+PROGRESS_KEYS = ("epoch", "batch", "perm", "loss_sum", "history", "best_val", "best_epoch",
+                 "best_state", "bad_epochs", "finished", "stopped_early")
+
+
+def _fresh_progress(x: Tensor) -> dict:
+    return {"epoch": 0, "batch": 0, "perm": torch.randperm(x.shape[0]), "loss_sum": 0.0,
+            "history": [], "best_val": math.inf, "best_epoch": -1, "best_state": None,
+            "bad_epochs": 0, "finished": False, "stopped_early": False}
+
+
+def _resume(path: Path, model: Surrogate, opt: torch.optim.Optimizer, sched: object,
+            cfg: TrainConfig) -> dict:
+    ckpt = load_checkpoint(path)
+    if ckpt["model_config"] != model.config.to_dict() or ckpt["train_config"] != asdict(cfg):
+        raise ValueError(f"checkpoint {path} was written for another model or training config; "
+                         "move it away or use another output folder")
+    model.load_state_dict(ckpt["model_state"])
+    opt.load_state_dict(ckpt["optimizer_state"])
+    sched.load_state_dict(ckpt["scheduler_state"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    return {k: ckpt[k] for k in PROGRESS_KEYS}
+
+
+def train(model: Surrogate, data: tuple[Tensor, Tensor, Tensor, Tensor], cfg: TrainConfig,
+          checkpoint_path: Path, on_epoch: Callable[[dict], None] | None = None,
+          on_batch: OnBatch | None = None, stop: GracefulStop | None = None) -> TrainResult:
     """Train ``model`` on ``data = (x_train, y_train, x_val, y_val)``, resuming when
-    ``checkpoint_path`` holds a checkpoint of the same model and training config.
+    ``checkpoint_path`` holds a checkpoint of the same model and training config (and returning
+    at once when that checkpoint is finished).
 
-    Normalisation statistics come from the training split. ``on_epoch`` receives a dict with
-    epoch, train_loss, val_loss, lr and best_val after each epoch (and its checkpoint).
+    Normalisation statistics come from the training split. ``on_epoch`` receives epoch,
+    train_loss, val_loss, lr, best_val and seconds after each epoch's checkpoint; ``on_batch``
+    receives (epoch, batch, batches per epoch, loss) after each step.
     """
     x_tr, y_tr, x_val, y_val = data
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, history = 0, []
-    best_val, best_epoch, best_state = math.inf, -1, None
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr)
     if checkpoint_path.exists():
-        ckpt = load_checkpoint(checkpoint_path)
-        if (ckpt.get("model_config") != model.config.to_dict()
-                or ckpt.get("train_config") != asdict(cfg)):
-            raise ValueError(f"checkpoint {checkpoint_path} was written for another model or "
-                             "training config; move it away or use another output folder")
-        model.load_state_dict(ckpt["model_state"])
-        opt.load_state_dict(ckpt["optimizer_state"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        start, history = ckpt["epoch"], list(ckpt["history"])
-        best_val, best_epoch, best_state = ckpt["best_val"], ckpt["best_epoch"], ckpt["best_state"]
+        progress = _resume(checkpoint_path, model, opt, sched, cfg)
     else:
-        torch.manual_seed(cfg.seed)
         model.set_normalization(x_tr, y_tr)
-    resumed_from = start
-    for epoch in range(start, cfg.epochs):
-        lr = cosine_lr(epoch, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        train_loss = train_one_epoch(model, opt, x_tr, y_tr, cfg, epoch)
-        val_loss = evaluate_loss(model, x_val, y_val, cfg)
-        if val_loss < best_val:
-            best_val, best_epoch = val_loss, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
-                  "best_val": best_val}
-        history.append(record)
-        save_checkpoint(checkpoint_path, {
-            "format": CHECKPOINT_FORMAT, "model_config": model.config.to_dict(),
-            "train_config": asdict(cfg), "model_state": model.state_dict(),
-            "optimizer_state": opt.state_dict(), "epoch": epoch + 1, "history": history,
-            "best_val": best_val, "best_epoch": best_epoch, "best_state": best_state,
-            "torch_rng": torch.get_rng_state(),
-        })
-        if on_epoch is not None:
-            on_epoch(record)
-    return TrainResult(epochs_run=cfg.epochs - resumed_from, resumed_from_epoch=resumed_from,
-                       best_epoch=best_epoch, best_val=best_val, history=history)
+        torch.manual_seed(cfg.seed)
+        progress = _fresh_progress(x_tr)
+    resumed_from, stop = progress["epoch"], stop or GracefulStop()
+    with stop:
+        while not progress["finished"]:
+            t0 = time.perf_counter()
+            if not run_epoch(model, opt, x_tr, y_tr, cfg, progress, stop, on_batch):
+                save_checkpoint(checkpoint_path, _state(model, opt, sched, cfg, progress))
+                raise TrainingInterrupted(
+                    f"training stopped by {stop.reason} at epoch {progress['epoch'] + 1}, after "
+                    f"batch {progress['batch']}; checkpoint written to {checkpoint_path}; rerun "
+                    "the same command to resume")
+            _end_epoch(model, opt, sched, x_tr, x_val, y_val, cfg, progress)
+            progress["history"][-1]["seconds"] = time.perf_counter() - t0
+            save_checkpoint(checkpoint_path, _state(model, opt, sched, cfg, progress))
+            if on_epoch is not None:
+                on_epoch(progress["history"][-1])
+            if stop.reason is not None and not progress["finished"]:
+                raise TrainingInterrupted(
+                    f"training stopped by {stop.reason} after epoch {progress['epoch']}; "
+                    f"checkpoint written to {checkpoint_path}; rerun the same command to resume")
+    return TrainResult(epochs_run=progress["epoch"] - resumed_from,
+                       resumed_from_epoch=resumed_from, best_epoch=progress["best_epoch"],
+                       best_val=progress["best_val"], stopped_early=progress["stopped_early"],
+                       history=progress["history"])
+
+
+def _end_epoch(model: Surrogate, opt: torch.optim.Optimizer, sched: object, x_tr: Tensor,
+               x_val: Tensor, y_val: Tensor, cfg: TrainConfig, progress: dict) -> None:
+    """Validation, best-weights bookkeeping, LR schedule, early stopping, next epoch's shuffle."""
+    epoch = progress["epoch"]
+    n_batches = math.ceil(x_tr.shape[0] / cfg.batch_size)
+    val = evaluate_loss(model, x_val, y_val, cfg, x_tr.shape[0])
+    lr = opt.param_groups[0]["lr"]
+    if val < progress["best_val"]:
+        progress.update(best_val=val, best_epoch=epoch, bad_epochs=0,
+                        best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
+    else:
+        progress["bad_epochs"] += 1
+    sched.step(val)
+    progress["history"].append({"epoch": epoch, "train_loss": progress["loss_sum"] / n_batches,
+                                "val_loss": val, "lr": lr, "best_val": progress["best_val"]})
+    early = 0 < cfg.early_stop_patience <= progress["bad_epochs"]
+    progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, stopped_early=early,
+                    finished=early or epoch + 1 >= cfg.epochs)
+    # the next epoch's shuffle is drawn now, so a checkpoint taken mid-epoch holds it
+    progress["perm"] = None if progress["finished"] else torch.randperm(x_tr.shape[0])

@@ -37,13 +37,18 @@ OutOpt = Annotated[Path | None, typer.Option(
 
 PdeOpt = Annotated[str | None, typer.Option(
     "--pde", help="darcy (default), burgers, ks or navier_stokes")]
+MethodOpt = Annotated[list[str] | None, typer.Option(
+    "--method", "-m", help="method to train and score (repeatable): fno, pno-dropout, "
+    "pno-reparam, variational, mc-dropout, ensemble, deeponet; default fno and pno-dropout")]
 
 
 def _config(preset: str, sets: list[str] | None, out: Path | None,
-            pde: str | None = None) -> PipelineConfig:
+            pde: str | None = None, methods: list[str] | None = None) -> PipelineConfig:
     overrides = parse_overrides(sets or [])
     if pde is not None:
         overrides.setdefault("data", {})["pde"] = pde
+    if methods:
+        overrides.setdefault("train", {})["methods"] = methods
     if out is not None:
         overrides["output_dir"] = str(out)
     try:
@@ -54,17 +59,26 @@ def _config(preset: str, sets: list[str] | None, out: Path | None,
 
 @app.command()
 def run(preset: PresetOpt = "default", set_: SetOpt = None, out: OutOpt = None,
-        pde: PdeOpt = None) -> None:
+        pde: PdeOpt = None, method: MethodOpt = None) -> None:
     """Run the robustness pipeline (data, expectations, training, evaluation, drift, resilience,
-    report) on Prefect's local temporary server, logging to MLflow."""
-    cfg = _config(preset, set_, out, pde)
+    report) on Prefect's local temporary server, logging to MLflow.
+
+    SIGTERM or Ctrl-C during training finish the current batch and write a checkpoint; the same
+    command then resumes. Exit status: 0 PASS, 2 a gate failed, 130/143 interrupted.
+    """
+    cfg = _config(preset, set_, out, pde, method)
     uri = cfg.resolved_tracking_uri()
-    typer.echo(f"pno run: pde={cfg.data.pde}, preset={preset}, "
-               f"output={cfg.output_dir.resolve()}, MLflow={uri}")
+    typer.echo(f"pno run: pde={cfg.data.pde}, methods={','.join(cfg.train.methods)}, "
+               f"preset={preset}, output={cfg.output_dir.resolve()}, MLflow={uri}")
     from flows.robustness import robustness_pipeline  # imports prefect and mlflow (seconds)
+    from model.train import TrainingInterrupted
 
     t0 = time.perf_counter()
-    result = robustness_pipeline(cfg)
+    try:
+        result = robustness_pipeline(cfg)
+    except TrainingInterrupted as e:
+        typer.echo(f"pno run interrupted: {e}", err=True)
+        raise typer.Exit(code=143 if "SIGTERM" in str(e) else 130) from e
     report, tracking = result["report"], result["tracking"]
     typer.echo("")
     typer.echo(f"Overall status: {report['overall_status']} "

@@ -74,8 +74,14 @@ class DataConfig(Strict):
                                  self.seed * 1000 + SPLITS.index(split), params)
 
 
+MethodName = Literal["fno", "pno-dropout", "pno-reparam", "variational", "mc-dropout",
+                     "ensemble", "deeponet"]
+#: trained with the energy score over several samples per input: they get ``train.pno_epochs``
+ENERGY_METHODS = ("pno-dropout", "pno-reparam")
+
+
 class ModelConfig(Strict):
-    """FNO backbone sizes (shared by the baseline and the PNO-D)."""
+    """Backbone sizes (shared by every FNO-based method) and each method's own settings."""
 
     width: int = Field(32, ge=1)
     modes: int = Field(8, ge=1)
@@ -83,17 +89,52 @@ class ModelConfig(Strict):
     padding: int = Field(8, ge=0, description="zero padding for non-periodic data "
                          "(32 + 8 = 40 points: an FFT-friendly size)")
     projection_width: int = Field(64, ge=1)
-    dropout: float = Field(0.1, gt=0.0, lt=1.0, description="PNO-D dropout rate")
+    dropout: float = Field(0.1, gt=0.0, lt=1.0, description="dropout rate of pno-dropout and "
+                           "mc-dropout")
+    ensemble_size: int = Field(5, ge=2, description="ensemble members")
+    kl_weight: float = Field(1.0, ge=0.0, description="variational: weight of KL/n_train")
+    prior_std: float = Field(1.0, gt=0.0, description="variational: prior std of the weights")
+    deeponet_basis: int = Field(64, ge=1, description="DeepONet basis functions per channel")
+    deeponet_width: int = Field(128, ge=1)
+    deeponet_layers: int = Field(3, ge=1)
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(20, ge=1, description="epochs of the FNO baseline")
-    pno_epochs: int = Field(12, ge=1, description="epochs of the PNO-D (each costs ~3 passes)")
+    methods: tuple[MethodName, ...] = Field(
+        ("fno", "pno-dropout"), min_length=1,
+        description="methods trained, scored and compared (pno run --method NAME)")
+    serve: MethodName | None = Field(
+        None, description="method behind the load test and the logged model; None: the first "
+        "probabilistic one in methods (else the first)")
+    epochs: int = Field(20, ge=1, description="most epochs of the methods trained with L2/ELBO")
+    pno_epochs: int = Field(12, ge=1, description="most epochs of the energy-score methods "
+                            "(each step costs ~train_samples passes)")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    plateau_patience: int = Field(2, ge=0, description="epochs without a better validation loss "
+                                  "before the learning rate halves")
+    early_stop_patience: int = Field(6, ge=0, description="epochs without a better validation "
+                                     "loss before training stops; 0: never")
     train_samples: int = Field(3, ge=2, description="samples per input in the energy score")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_methods(self) -> TrainConfig:
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods must not repeat, got {list(self.methods)}")
+        if self.serve is not None and self.serve not in self.methods:
+            raise ValueError(f"serve={self.serve!r} is not among methods {list(self.methods)}")
+        return self
+
+    @property
+    def served_method(self) -> str:
+        if self.serve is not None:
+            return self.serve
+        from model.methods import method_class
+
+        return next((m for m in self.methods if method_class(m).probabilistic), self.methods[0])
 
 
 class EvalConfig(Strict):
@@ -136,7 +177,8 @@ class GateConfig(Strict):
     """Thresholds of the quality gates; the report's overall status is computed from them."""
 
     max_rel_l2: float = Field(0.1, gt=0.0, description="relative L2 of the mean, each model")
-    min_coverage: float = Field(0.7, ge=0.0, le=1.0, description="PNO-D empirical coverage")
+    min_coverage: float = Field(0.7, ge=0.0, le=1.0,
+                                description="coverage, each probabilistic method")
     max_coverage: float = Field(1.0, ge=0.0, le=1.0)
     max_drift_share: float = Field(0.5, ge=0.0, le=1.0)
     max_load_error_rate: float = Field(0.0, ge=0.0, le=1.0)

@@ -77,7 +77,7 @@ def start_run(cfg: PipelineConfig, run_name: str) -> dict:
 @task(name="log-model", retries=2, retry_delay_seconds=[1, 4])
 def log_model(tracking_uri: str, run_id: str, checkpoint: str,
               spatial_shape: tuple[int, ...]) -> dict:
-    """Log the PNO-D as an MLflow PyTorch model (pickle format: fast, no input example needed)
+    """Log the served method as an MLflow PyTorch model (pickle format: fast, no input example)
     beside its checkpoint, then load it back from MLflow and compare predictions."""
     import torch
 
@@ -91,7 +91,7 @@ def log_model(tracking_uri: str, run_id: str, checkpoint: str,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
             code_paths=[str(Path(__file__).resolve().parents[1] / "model")])
     reloaded = mlflow.pytorch.load_model(info.model_uri).eval()
-    x = torch.rand(2, model.config.in_channels, *spatial_shape,
+    x = torch.rand(2, model.in_channels, *spatial_shape,
                    generator=torch.Generator().manual_seed(0)) * 9 + 3
     with torch.no_grad():
         diff = (reloaded(x) - model(x)).abs().max().item()

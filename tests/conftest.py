@@ -14,7 +14,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from model.fno import FNO, FNOConfig  # noqa: E402
+from model.fno import FNOConfig  # noqa: E402
+from model.methods import MethodConfig, Surrogate, build_surrogate  # noqa: E402
 from model.train import TrainConfig, train  # noqa: E402
 from pdes.darcy import generate_darcy  # noqa: E402
 from pdes.dataset import darcy_grid, make_dataset, save_dataset  # noqa: E402
@@ -59,8 +60,14 @@ def tiny_checkpoint(tiny_darcy: Path, tmp_path_factory: pytest.TempPathFactory) 
 
     x, y = load_tensors(tiny_darcy)
     path = tmp_path_factory.mktemp("ckpt") / "pno.pt"
-    train(FNO(TINY_FNO), (x, y, x, y), TrainConfig(epochs=1, batch_size=6, loss="energy"), path)
+    train(tiny_method("pno-dropout"), (x, y, x, y), TrainConfig(epochs=1, batch_size=6), path)
     return path
+
+
+def tiny_method(method: str, seed: int = 0, **kwargs: object) -> Surrogate:
+    """Method ``method`` on the tiny backbone (``kwargs``: other MethodConfig fields)."""
+    kwargs.setdefault("resolution", (16, 16))
+    return build_surrogate(MethodConfig(method, TINY_FNO, **kwargs), seed=seed)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from model.fno import FNO
+from model.methods import MethodConfig, build_surrogate
 from model.train import TrainConfig, train
 from pdes.dataset import load_dataset
 from pno.cli import app
@@ -45,8 +45,8 @@ def _round_trip(src: Path, tmp_path: Path, fno_cfg, pde: str | None = None) -> N
     assert validate_split.fn(str(out), "imported", tmp_path / "gx",
                              {"residual_tol": 1e-5})["success"]
     x, y = load_tensors(out)
-    result = train(FNO(fno_cfg, seed=0), (x, y, x, y), TrainConfig(epochs=1, batch_size=6,
-                                                                  loss="energy"), tmp_path / "c.pt")
+    model = build_surrogate(MethodConfig("pno-dropout", fno_cfg), seed=0)
+    result = train(model, (x, y, x, y), TrainConfig(epochs=1, batch_size=6), tmp_path / "c.pt")
     assert np.isfinite(result.history[0]["train_loss"])
 
 
@@ -160,6 +160,6 @@ def test_pdebench_burgers_round_trip(tmp_path: Path, fno_cfg):
         validate_split.fn(str(tmp_path / "w.h5"), "imported", tmp_path / "gx")
     x, y = load_tensors(tmp_path / "b.h5")
     cfg1 = replace(fno_cfg, dim=1, padding=0)
-    result = train(FNO(cfg1, seed=0), (x, y, x, y), TrainConfig(epochs=1, batch_size=5,
-                                                               loss="energy"), tmp_path / "c.pt")
+    model = build_surrogate(MethodConfig("pno-dropout", cfg1), seed=0)
+    result = train(model, (x, y, x, y), TrainConfig(epochs=1, batch_size=5), tmp_path / "c.pt")
     assert np.isfinite(result.history[0]["train_loss"])

@@ -1,15 +1,13 @@
-"""FNO / PNO-D model and trainer: shapes, explicit sampling, resolution invariance, resume, NaN."""
+"""The FNO backbone: shapes, explicit sampling, resolution invariance, spectral references."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
 from model.fno import FNO, FNOConfig
-from model.train import TrainConfig, build_model, cosine_lr, load_checkpoint, train
 
 
 def test_forward_shape_and_deterministic_in_train_mode(xy, fno_cfg):
@@ -64,69 +62,6 @@ def test_resolution_invariance_of_a_smooth_input(fno_cfg):
     assert fine.shape == (1, 1, 33, 33)
     rel = (fine[..., ::2, ::2] - coarse).norm() / coarse.norm()
     assert rel < 0.05
-
-
-def test_cosine_lr_endpoints():
-    cfg = TrainConfig(epochs=11, lr=1e-3, min_lr_factor=0.1)
-    assert cosine_lr(0, cfg) == pytest.approx(1e-3)
-    assert cosine_lr(10, cfg) == pytest.approx(1e-4)
-    assert cosine_lr(5, cfg) == pytest.approx(0.55e-3)
-
-
-@pytest.mark.parametrize("loss", ["l2", "energy"])
-def test_resume_reaches_the_same_weights(xy, tmp_path: Path, loss: str, fno_cfg):
-    """Train 3 epochs straight vs 2 epochs, stop, resume to 3: bitwise-equal weights."""
-    x, y = xy
-    cfg3 = TrainConfig(epochs=3, batch_size=4, loss=loss, seed=5)
-    straight = train(FNO(fno_cfg, seed=0), (x, y, x, y), cfg3, tmp_path / "a.pt")
-    # the interrupted run: a checkpoint after epoch 2 of the same 3-epoch schedule
-    seen: list[int] = []
-
-    def stop_after_two(rec: dict) -> None:
-        seen.append(rec["epoch"])
-        if rec["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(FNO(fno_cfg, seed=0), (x, y, x, y), cfg3, tmp_path / "b.pt", on_epoch=stop_after_two)
-    resumed = train(FNO(fno_cfg, seed=0), (x, y, x, y), cfg3, tmp_path / "b.pt")
-    assert seen == [0, 1] and resumed.resumed_from_epoch == 2 and resumed.epochs_run == 1
-    a, b = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
-    for k in a["model_state"]:
-        assert torch.equal(a["model_state"][k], b["model_state"][k]), k
-    assert straight.history == resumed.history
-
-
-def test_resume_refuses_a_checkpoint_of_another_config(xy, tmp_path: Path, fno_cfg):
-    x, y = xy
-    train(FNO(fno_cfg), (x, y, x, y), TrainConfig(epochs=1, batch_size=6), tmp_path / "c.pt")
-    with pytest.raises(ValueError, match="another model or training config"):
-        train(FNO(fno_cfg), (x, y, x, y), TrainConfig(epochs=1, batch_size=3),
-              tmp_path / "c.pt")
-
-
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(xy, tmp_path: Path, fno_cfg):
-    x, y = xy
-    path = tmp_path / "n.pt"
-    cfg = TrainConfig(epochs=1, batch_size=3)
-    train(FNO(fno_cfg), (x, y, x, y), cfg, path)
-    good = load_checkpoint(path)
-    bad_y = y.clone()
-    bad_y[4, 0, 0, 0] = float("nan")  # second batch of the permutation or the first: either way
-    with pytest.raises(FloatingPointError, match=r"non-finite training loss .* epoch 0, batch"):
-        train(FNO(fno_cfg), (x, bad_y, x, y), TrainConfig(epochs=1, batch_size=3, seed=1),
-              tmp_path / "m.pt")
-    assert not (tmp_path / "m.pt").exists()  # no checkpoint from a poisoned epoch
-    assert load_checkpoint(path)["epoch"] == good["epoch"]
-
-
-def test_checkpoint_rebuilds_model_without_training_code(tiny_checkpoint: Path, xy, fno_cfg):
-    ckpt = load_checkpoint(tiny_checkpoint)
-    assert {"model_config", "train_config", "model_state", "optimizer_state", "epoch",
-            "torch_rng", "best_state", "history"} <= set(ckpt)
-    model = build_model(ckpt)
-    assert model.probabilistic and model.config == fno_cfg
-    assert model(xy[0]).shape == (6, 1, 16, 16)
 
 
 def test_spectral_conv_equals_the_rfft2_reference():
