@@ -186,9 +186,10 @@ def data_import(
 
 @app.command("config")
 def show_config(preset: PresetOpt = "default", set_: SetOpt = None,
-                out: OutOpt = None, pde: PdeOpt = None) -> None:
+                out: OutOpt = None, pde: PdeOpt = None, method: MethodOpt = None) -> None:
     """Print the resolved configuration as JSON (preset plus overrides)."""
-    typer.echo(json.dumps(_config(preset, set_, out, pde).model_dump(mode="json"), indent=2))
+    cfg = _config(preset, set_, out, pde, method)
+    typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,10 @@ def test_preset_and_overrides_merge():
     ({"data": {"params": {"visc": 1.0}}}, r"darcy has no parameter\(s\) \['visc'\]"),
     ({"data": {"pde": "burgers", "params": {"nu": -1.0}}}, r"nu=-1.0 outside its declared range"),
     ({"model": {"dropout": 0.0}}, r"model\.dropout: Input should be greater than 0"),
+    ({"train": {"methods": ["fno", "gp"]}}, r"train\.methods\.1: Input should be 'fno', "),
+    ({"train": {"methods": ["fno", "fno"]}}, r"methods must not repeat"),
+    ({"train": {"methods": []}}, r"train\.methods: .*at least 1 item"),
+    ({"train": {"serve": "ensemble"}}, r"serve='ensemble' is not among methods"),
 ])
 def test_invalid_settings_name_the_setting(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -69,3 +73,12 @@ def test_cli_config_prints_resolved_json_and_rejects_bad_keys():
     assert ok.exit_code == 0 and '"epochs": 7' in ok.output
     bad = runner.invoke(app, ["config", "--set", "train.epoch=7"])
     assert bad.exit_code == 2 and "train.epoch" in bad.output
+
+
+def test_served_method_is_the_first_probabilistic_one():
+    assert PipelineConfig().train.served_method == "pno-dropout"
+    only_fno = build_config("default", {"train": {"methods": ["fno"]}})
+    assert only_fno.train.served_method == "fno"
+    chosen = build_config("default", {"train": {"methods": ["fno", "mc-dropout", "ensemble"],
+                                                "serve": "ensemble"}})
+    assert chosen.train.served_method == "ensemble"

@@ -131,3 +131,57 @@ def test_every_pde_runs_the_whole_pipeline(prefect_server, tmp_path: Path, pde: 
     assert checks["expectations met on train"]["status"] == "PASS"
     assert checks["no input shared between samples or splits (leakage)"]["status"] == "PASS"
     assert report["scores"]["pno-dropout"]["n"] == 8
+
+
+def test_every_method_runs_the_whole_pipeline(prefect_server, tmp_path: Path):
+    """All seven methods train, are scored and reach the report and MLflow; deterministic ones
+    claim no coverage."""
+    from model.methods import METHODS
+
+    methods = list(METHODS)
+    result = robustness_pipeline(smoke(tmp_path, "m", train={"methods": methods,
+                                                             "serve": "ensemble"}))
+    report = json.loads(Path(result["report"]["json"]).read_text())
+    assert set(report["scores"]) == set(methods)
+    run = MlflowClient(result["tracking"]["tracking_uri"]).get_run(result["tracking"]["run_id"])
+    for m in methods:
+        assert f"{m}.rel_l2" in run.data.metrics, m
+        probabilistic = f"{m}.coverage_90" in run.data.metrics
+        assert probabilistic == (m not in ("fno", "deeponet")), m
+    artifacts = list_artifacts(result["tracking"]["tracking_uri"], result["tracking"]["run_id"])
+    assert any(a.startswith("checkpoints/ensemble-") for a in artifacts)
+
+
+def test_sigterm_during_training_checkpoints_and_exits_143(tmp_path: Path):
+    """``pno run`` as a scheduler would stop it: SIGTERM while training. The batch in flight
+    finishes, a checkpoint is written, the MLflow run is marked failed, the exit status is 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from model.train import load_checkpoint
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pno.cli", "run", "--preset", "smoke", "--out", str(out),
+           "--set", "train.epochs=500", "--set", f"tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # its own server
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")  # write nothing outside tmp_path
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    deadline = time.monotonic() + 240
+    ckpts: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None and not ckpts:
+        ckpts = list((out / "checkpoints").glob("fno-*.pt"))
+        time.sleep(0.1)
+    assert ckpts, "training never wrote a checkpoint"
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, output
+    assert "stopped by SIGTERM" in output and "rerun the same command to resume" in output
+    ckpt = load_checkpoint(ckpts[0])
+    assert 1 <= ckpt["epoch"] < 500 and not ckpt["finished"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("pno-physics-bench").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
