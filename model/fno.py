@@ -12,7 +12,9 @@ Stochasticity is explicit: ``forward(x)`` is deterministic whatever ``.train()``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -66,14 +68,17 @@ class SpectralConv1d(nn.Module):
         scale = 1.0 / (in_channels * out_channels)
         self.weight = nn.Parameter(scale * torch.rand(modes, in_channels, out_channels, 2))
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x: (N, C_in, W) real -> (N, C_out, W); ``mask`` (N, C_out, m) scales the modes."""
+    def forward(self, x: Tensor, mask: Tensor | None = None,
+                weight: Tensor | None = None) -> Tensor:
+        """x: (N, C_in, W) real -> (N, C_out, W); ``mask`` (N, C_out, m) scales the modes;
+        ``weight`` (of ``self.weight``'s shape, e.g. a posterior draw) replaces ``self.weight``."""
         w, m = x.shape[-1], self.modes
         if m > w // 2 + 1:
             raise ValueError(f"{m} modes need at least {2 * m - 2} points, got {w}")
         x_ft = torch.fft.rfft(x, norm="ortho")[..., :m]  # (N, Ci, m)
+        weight = torch.view_as_complex(self.weight if weight is None else weight)
         # contiguous: complex bmm on a strided operand falls back to one copy per matrix on CPU
-        out = torch.matmul(x_ft.permute(2, 0, 1).contiguous(), torch.view_as_complex(self.weight))
+        out = torch.matmul(x_ft.permute(2, 0, 1).contiguous(), weight)
         out = out.permute(1, 2, 0)  # (N, Co, m)
         if mask is not None:
             out = out * mask
@@ -95,8 +100,10 @@ class SpectralConv2d(nn.Module):
         weight = scale * torch.rand(2, modes * modes, in_channels, out_channels, 2)
         self.weight = nn.Parameter(weight)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x: (N, C_in, H, W) real -> (N, C_out, H, W); ``mask`` (N, C_out, 2m, m) scales modes.
+    def forward(self, x: Tensor, mask: Tensor | None = None,
+                weight: Tensor | None = None) -> Tensor:
+        """x: (N, C_in, H, W) real -> (N, C_out, H, W); ``mask`` (N, C_out, 2m, m) scales modes;
+        ``weight`` (of ``self.weight``'s shape, e.g. a posterior draw) replaces ``self.weight``.
 
         Equal to ``irfft2(W * rfft2(x))`` with all other modes zero, computed as 1D transforms
         that only touch the kept modes: the FFT along H runs on m columns instead of W/2+1.
@@ -108,7 +115,7 @@ class SpectralConv2d(nn.Module):
         x_w = torch.fft.rfft(x, dim=-1, norm="ortho")[..., :m]  # (N, Ci, H, m)
         x_hw = torch.fft.fft(x_w, dim=-2, norm="ortho")
         blocks = torch.cat([x_hw[:, :, :m], x_hw[:, :, -m:]], dim=2)  # (N, Ci, 2m, m)
-        weight = torch.view_as_complex(self.weight)  # (2, m*m, Ci, Co)
+        weight = torch.view_as_complex(self.weight if weight is None else weight)
         # -> (2, m*m, N, Ci) @ (2, m*m, Ci, Co) = (2, m*m, N, Co)
         # contiguous: complex bmm on a strided operand falls back to one copy per matrix on CPU
         xb = blocks.reshape(n, -1, 2, m * m).permute(2, 3, 0, 1).contiguous()
@@ -158,6 +165,10 @@ class FNO(nn.Module):
     features, to every Fourier layer's retained modes and to the projection's hidden features.
     """
 
+    #: spectral layer classes for dim 1 and 2 (a subclass may swap in Bayesian layers)
+    spectral_layers: ClassVar[tuple[type[nn.Module], type[nn.Module]]] = (SpectralConv1d,
+                                                                            SpectralConv2d)
+
     def __init__(self, config: FNOConfig, seed: int | None = None) -> None:
         """``seed`` makes the initial weights reproducible without touching the global RNG."""
         super().__init__()
@@ -169,7 +180,7 @@ class FNO(nn.Module):
 
     def _build(self, c: FNOConfig) -> None:
         conv = Pointwise1d if c.dim == 1 else Pointwise2d
-        spectral = SpectralConv1d if c.dim == 1 else SpectralConv2d
+        spectral = self.spectral_layers[c.dim - 1]
         self.lift = conv(c.in_channels + c.dim, c.width)
         self.spectral = nn.ModuleList(spectral(c.width, c.width, c.modes)
                                       for _ in range(c.n_layers))
@@ -205,8 +216,10 @@ class FNO(nn.Module):
         x = (x - self.in_mean) / self.in_std
         return self.lift(torch.cat([x, grid], dim=1))
 
-    def _body(self, v: Tensor, generator: torch.Generator | None, stochastic: bool) -> Tensor:
-        """Fourier layers and projection on lifted features v (N, width, H, W)."""
+    def _body(self, v: Tensor, generator: torch.Generator | None, stochastic: bool,
+              weights: Sequence[Tensor] | None = None) -> Tensor:
+        """Fourier layers and projection on lifted features v (N, width, H, W); ``weights`` (one
+        per Fourier layer) replace the spectral weights, e.g. posterior draws."""
         p, c = self.config.dropout, self.config
         spatial = v.shape[2:]
         ones = (1,) * c.dim
@@ -220,7 +233,7 @@ class FNO(nn.Module):
             mask = None
             if stochastic:
                 mask = _dropout_mask((v.shape[0], c.width, *mode_shape), p, v, generator)
-            v = spec(v, mask) + skip(v)
+            v = spec(v, mask, None if weights is None else weights[i]) + skip(v)
             if i < c.n_layers - 1:
                 v = F.gelu(v)
         if pad:
