@@ -184,7 +184,37 @@ def build_report(results: dict, cfg: PipelineConfig) -> dict:
                             if c.status == "NOT_IMPLEMENTED"],
         "checks": [asdict(c) for c in checks],
         "scores": {m["method"]: m["scores"] for m in results["evaluation"]},
+        "comparison": _comparison(results),
     }
+
+
+COMPARED = ("rel_l2", "crps", "energy_score", "nll", "coverage_90", "width_90")
+
+
+def _comparison(r: dict) -> list[dict]:
+    """One row per method: test scores (None where a deterministic method has no distribution)
+    and what its training cost."""
+    training = {t["method"]: t for t in r["training"]}
+    rows = []
+    for m in r["evaluation"]:
+        t = training[m["method"]]
+        rows.append({"method": m["method"], "probabilistic": m["probabilistic"],
+                     **{k: m["scores"].get(k) for k in COMPARED},
+                     "epochs": len(t["history"]), "stopped_early": t["stopped_early"],
+                     "train_seconds": round(sum(h.get("seconds", 0.0) for h in t["history"]), 1)})
+    return rows
+
+
+def _comparison_markdown(rows: list[dict]) -> list[str]:
+    head = ["method", *COMPARED, "epochs", "train s"]
+    lines = ["## Method comparison (test split)", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for row in rows:
+        vals = ["-" if row[k] is None else f"{row[k]:.4g}" for k in COMPARED]
+        epochs = f"{row['epochs']}{' (early stop)' if row['stopped_early'] else ''}"
+        lines.append(f"| {row['method']} | " + " | ".join(vals)
+                     + f" | {epochs} | {row['train_seconds']} |")
+    return [*lines, "", "`-`: not defined for a deterministic method.", ""]
 
 
 def render_markdown(report: dict) -> str:
@@ -196,6 +226,7 @@ def render_markdown(report: dict) -> str:
              f"{len(report['not_implemented'])} checks not implemented)", ""]
     if report["failed_gates"]:
         lines += ["Failed gates:", *[f"- {f}" for f in report["failed_gates"]], ""]
+    lines += _comparison_markdown(report["comparison"])
     for section in SECTIONS:
         rows = [c for c in report["checks"] if c["section"] == section]
         lines += [f"## {section}", "", "| check | measured | threshold | status |",

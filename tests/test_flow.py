@@ -143,6 +143,10 @@ def test_every_method_runs_the_whole_pipeline(prefect_server, tmp_path: Path):
                                                              "serve": "ensemble"}))
     report = json.loads(Path(result["report"]["json"]).read_text())
     assert set(report["scores"]) == set(methods)
+    rows = {r["method"]: r for r in report["comparison"]}
+    assert rows["fno"]["coverage_90"] is None and rows["ensemble"]["coverage_90"] is not None
+    markdown = Path(result["report"]["markdown"]).read_text()
+    assert all(f"| {m} | " in markdown for m in methods)
     run = MlflowClient(result["tracking"]["tracking_uri"]).get_run(result["tracking"]["run_id"])
     for m in methods:
         assert f"{m}.rel_l2" in run.data.metrics, m
