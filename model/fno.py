@@ -252,8 +252,12 @@ class FNO(nn.Module):
         """Draw ``n_samples`` output fields per input: (B, C_in, H, W) -> (S, B, C_out, H, W).
 
         The lifting is computed once and shared by all samples; each sample gets its own dropout
-        masks, drawn from ``generator`` (the global torch RNG when None). Differentiable, so the
-        energy-score loss trains through it.
+        masks, drawn from ``generator`` (the global torch RNG when None), sample after sample.
+        Differentiable, so the energy-score loss trains through it.
+
+        One pass of the B inputs per sample, not one pass of S * B: on CPU the S-fold larger
+        activations fall out of cache, and a training step of the PNO-D (S = 3) measured 1.1-3.6x
+        slower folded than looped (``benchmarks/training_throughput.py``).
         """
         if not self.probabilistic:
             raise ValueError("this FNO has dropout=0 and no predictive distribution; "
@@ -261,7 +265,5 @@ class FNO(nn.Module):
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         lifted = self._lift(x)
-        b = lifted.shape[0]
-        rep = lifted.unsqueeze(0).expand(n_samples, *lifted.shape).reshape(-1, *lifted.shape[1:])
-        out = self._body(rep, generator, stochastic=True)
-        return out.reshape(n_samples, b, *out.shape[1:])
+        return torch.stack([self._body(lifted, generator, stochastic=True)
+                            for _ in range(n_samples)])

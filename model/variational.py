@@ -31,7 +31,9 @@ class _GaussianWeight(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, modes: int) -> None:
         super().__init__(in_channels, out_channels, modes)  # type: ignore[call-arg]
-        log_var = 2.0 * math.log(INIT_REL_STD / (in_channels * out_channels))
+        #: the FNO initialisation's weight scale; the prior's std is given relative to it
+        self.weight_scale = 1.0 / (in_channels * out_channels)
+        log_var = 2.0 * math.log(INIT_REL_STD * self.weight_scale)
         self.log_var = nn.Parameter(torch.full_like(self.weight, log_var))
 
     def draw(self, n_samples: int, generator: torch.Generator | None) -> Tensor:
@@ -41,8 +43,10 @@ class _GaussianWeight(nn.Module):
         return self.weight + torch.exp(0.5 * self.log_var) * eps
 
     def kl(self, prior_std: float) -> Tensor:
-        """KL(posterior || N(0, prior_std^2)) summed over the entries (closed form)."""
-        var_p = prior_std**2
+        """KL(posterior || N(0, (prior_std * weight_scale)^2)) summed over the entries (closed
+        form); a prior relative to the initialisation's scale 1 / (C_in * C_out), so that one
+        ``prior_std`` suits every width."""
+        var_p = (prior_std * self.weight_scale) ** 2
         return 0.5 * (math.log(var_p) - self.log_var
                       + (self.log_var.exp() + self.weight.square()) / var_p - 1.0).sum()
 

@@ -267,8 +267,9 @@ def test_variational_kl_matches_torch_distributions():
     with torch.no_grad():
         for layer in model.net.spectral:
             layer.log_var.uniform_(-6.0, 1.0)
-    expected = sum(
-        kl_divergence(Normal(layer.weight, (0.5 * layer.log_var).exp()), Normal(0.0, 0.5)).sum()
+    expected = sum(  # the prior's std is relative to the layer's weight scale 1 / (C_in C_out)
+        kl_divergence(Normal(layer.weight, (0.5 * layer.log_var).exp()),
+                      Normal(0.0, 0.5 / (layer.weight.shape[-3] * layer.weight.shape[-2]))).sum()
         for layer in model.net.spectral)
     torch.testing.assert_close(model.kl(), expected, rtol=1e-5, atol=0.0)
 
