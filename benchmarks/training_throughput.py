@@ -1,7 +1,7 @@
 """Benchmark: FNO training throughput (ours against neuraloperator) and every method's cost.
 
     python benchmarks/training_throughput.py [--steps 10] [--warmup 2] [--threads 2]
-        [--skip-neuralop] [--methods fno pno-dropout ...] [--method-steps 5]
+        [--skip-neuralop] [--methods fno pno-dropout ...] [--method-steps 5] [--skip-ablations]
 
 1. Backbone: one training step (forward, MSE loss, backward, Adam step) on a batch of 32 fields
    of 64x64 (1 input and 1 output channel), width 64, 4 Fourier layers, no padding, for
@@ -15,6 +15,8 @@
    method of ``model.methods.METHODS`` that imports (the others print "not available"), on the
    same sizes with dropout 0.1; then the cost of ``sample(x, 32)`` for 8 inputs per
    probabilistic method, against ``forward`` of the deterministic FNO on the same inputs.
+3. Ablations of two choices in ``model/fno.py``: 1x1 convolutions as an ``einsum`` against
+   ``nn.Conv2d``, and PNO-D sampling one pass per draw against draws folded into the batch.
 
 Variants are timed interleaved (A, B, A, B, ...) after warm-up steps and reported as medians, so
 a shared machine slows all of them alike; the load average is printed at the start and the end.
@@ -43,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.fno import FNO, FNOConfig
-from model.methods import METHODS, MethodConfig, Surrogate, build_surrogate
+from model.methods import METHODS, MethodConfig, Surrogate, build_surrogate, scaled_energy_score
 
 BATCH, RES, WIDTH, MODES, LAYERS = 32, 64, 64, 16, 4
 PROJECTION = 128  # neuraloperator's default projection_channel_ratio 2 x width 64
@@ -231,6 +233,50 @@ def bench_sampling(args: argparse.Namespace, built: dict[str, Surrogate], x: Ten
         print(f"{name:<16}  {reason}")
 
 
+def bench_ablations(args: argparse.Namespace) -> None:
+    """The two measured choices in ``model/fno.py``: (a) 1x1 convolutions as an ``einsum`` over
+    channels against ``nn.Conv2d`` (forward + backward), (b) PNO-D draws one pass per draw
+    against all draws folded into one batch (a training step, S = 3)."""
+    from model import fno as fno_module
+
+    print("\nablations (median ms, interleaved):")
+    gen = torch.Generator().manual_seed(1)
+    for b, c_in, c_out in ((96, 24, 24), (32, 64, 64), (32, 64, 128)):
+        conv = nn.Conv2d(c_in, c_out, 1)
+        x = torch.randn(b, c_in, RES, RES, generator=gen, requires_grad=True)
+        grad = torch.randn(b, c_out, RES, RES, generator=gen)
+        t = interleaved_times({
+            "conv": lambda conv=conv, x=x, grad=grad: conv(x).backward(grad),
+            "einsum": lambda conv=conv, x=x, grad=grad: fno_module._pointwise_forward(
+                conv, x).backward(grad)}, 2, {"conv": args.method_steps, "einsum":
+                                              args.method_steps})
+        conv_ms, ein_ms = (1e3 * statistics.median(t[k]) for k in ("conv", "einsum"))
+        print(f"  1x1 conv {b}x{c_in}->{c_out} at {RES}x{RES}: nn.Conv2d {conv_ms:.1f}, einsum "
+              f"{ein_ms:.1f} ({conv_ms / ein_ms:.2f}x)")
+    for width, modes in ((24, 12), (WIDTH, MODES)):
+        model = FNO(FNOConfig(width=width, modes=modes, n_layers=LAYERS, padding=0,
+                              projection_width=2 * width, dropout=0.1), seed=0)
+        x = torch.randn(BATCH, 1, RES, RES, generator=gen)
+        y = torch.randn(BATCH, 1, RES, RES, generator=gen)
+        model.set_normalization(x, y)
+
+        def folded(model: FNO = model, x: Tensor = x) -> Tensor:
+            lifted = model._lift(x)
+            rep = lifted.repeat(3, *(1,) * (lifted.ndim - 1))
+            return model._body(rep, None, stochastic=True).reshape(3, *x.shape)
+
+        steps = {k: args.method_steps for k in ("looped", "folded")}
+        t = interleaved_times({
+            "looped": adam_step(model, lambda model=model, x=x, y=y: scaled_energy_score(
+                model.sample(x, 3), y, model.out_std)),
+            "folded": adam_step(model, lambda folded=folded, model=model, y=y:
+                                scaled_energy_score(folded(), y, model.out_std))}, 1, steps)
+        loop_ms, fold_ms = (1e3 * statistics.median(t[k]) for k in ("looped", "folded"))
+        print(f"  PNO-D step (S=3), width {width}, modes {modes}, batch {BATCH}: one pass per "
+              f"draw {loop_ms:.0f}, draws folded into the batch {fold_ms:.0f} "
+              f"({fold_ms / loop_ms:.2f}x)")
+
+
 def machine() -> str:
     """Cores, CPU model and library versions, in one line."""
     model = platform.processor() or platform.machine()
@@ -258,6 +304,8 @@ def main() -> int:
     parser.add_argument("--method-steps", type=int, default=5,
                         help="timed steps of the faster methods (slow ones get fewer, >= 3)")
     parser.add_argument("--infer-steps", type=int, default=3)
+    parser.add_argument("--skip-ablations", action="store_true",
+                        help="skip the 1x1-convolution and PNO-D sampling ablations")
     args = parser.parse_args()
     if not args.skip_neuralop:
         try:
@@ -273,6 +321,8 @@ def main() -> int:
     bench_backbones(args, x, y)
     if args.methods:
         bench_methods(args, x, y)
+    if not args.skip_ablations:
+        bench_ablations(args)
     print(f"\ncommand:  {' '.join([sys.executable, *sys.argv])}")
     print(f"machine:  {machine()}, torch threads {torch.get_num_threads()}")
     malloc_env = " ".join(f"{k}={v}" for k, v in os.environ.items() if k.startswith("MALLOC_"))

@@ -131,8 +131,9 @@ class SpectralConv2d(nn.Module):
 
 
 def _pointwise_forward(conv: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
-    """A 1x1 convolution as an ``einsum`` over channels: on CPU 1.3-1.9x faster than mkldnn's
-    convolution forward+backward at FNO sizes (``benchmarks/training_throughput.py``)."""
+    """A 1x1 convolution as an ``einsum`` over channels: on CPU faster than mkldnn's convolution
+    forward+backward at FNO sizes (the ablation in ``benchmarks/training_throughput.py``; results
+    in ``benchmarks/README.md``)."""
     out = torch.einsum("oi,bi...->bo...", conv.weight.flatten(1), x)
     return out + conv.bias.view(-1, *(1,) * (x.ndim - 2))
 
@@ -255,9 +256,10 @@ class FNO(nn.Module):
         masks, drawn from ``generator`` (the global torch RNG when None), sample after sample.
         Differentiable, so the energy-score loss trains through it.
 
-        One pass of the B inputs per sample, not one pass of S * B: on CPU the S-fold larger
-        activations fall out of cache, and a training step of the PNO-D (S = 3) measured 1.1-3.6x
-        slower folded than looped (``benchmarks/training_throughput.py``).
+        One pass of the B inputs per sample, not one pass of S * B: on CPU a training step with
+        the draws folded into the batch was slower (the ablation in
+        ``benchmarks/training_throughput.py``; results in ``benchmarks/README.md``), and the
+        loop holds one draw's activations at a time when no gradient is kept.
         """
         if not self.probabilistic:
             raise ValueError("this FNO has dropout=0 and no predictive distribution; "
