@@ -13,10 +13,10 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from pno.config import SPLITS, PipelineConfig
+from pno.config import PipelineConfig
 from tasks.data import generate_split
 from tasks.drift import detect_drift
-from tasks.evaluate import evaluate_model
+from tasks.evaluate import evaluate_model, plot_comparison
 from tasks.report import write_report
 from tasks.resilience import attempts, guarded_predict, load_test, reload_checkpoint
 from tasks.tracking import finish_run, log_model, log_to_run, start_run
@@ -66,39 +66,43 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
     tracking = start_run(cfg, run_name)
     uri, run_id = tracking["tracking_uri"], tracking["run_id"]
     try:
-        data = {s: generate_split(cfg.data, s, out / "data") for s in SPLITS}
+        data = {s: generate_split(cfg.data, s, out / "data") for s in cfg.data.splits}
         validation = {s: validate_split(data[s]["path"], s, run_dir / "expectations")
-                      for s in SPLITS}
+                      for s in cfg.data.splits}
         leakage = check_leakage({s: v["features"] for s, v in validation.items()},
                                 run_dir / "expectations")
         log_to_run(uri, run_id, {"expectations": [v["result"] for v in validation.values()]
                                  + [leakage["result"]]})
-        training = [train_model(m, cfg, data["train"], data["val"], out / "checkpoints", run_id)
-                    for m in cfg.train.methods]
-        ckpt = {t["method"]: t["checkpoint"] for t in training}
+        training = [train_model(m, cfg, data["train"], data["val"], out / "checkpoints", run_id,
+                                seed=seed) for m in cfg.train.methods for seed in cfg.train.seeds]
+        ckpt = {t["label"]: t["checkpoint"] for t in training}
         log_to_run(uri, run_id, {"checkpoints": list(ckpt.values())})
-        evaluation = [evaluate_model(m, ckpt[m], data["test"]["path"], cfg, run_dir, run_id)
-                      for m in ckpt]
+        eval_splits = {s: data[s]["path"] for s in ("calib", "test", "current", "rollout")
+                       if s in data}
+        evaluation = [evaluate_model(label, path, eval_splits, cfg, run_dir, run_id)
+                      for label, path in ckpt.items()]
+        comparison_plots = plot_comparison(evaluation, cfg, run_dir, run_id)
         drift = detect_drift(validation["train"]["features"], validation["current"]["features"],
                              cfg.drift.columns_for(cfg.data.pde), cfg.drift.drift_share,
                              run_dir / "drift")
         log_to_run(uri, run_id, {"drift": [drift["html"]]},
                    {"drift.drifted_share": drift["drifted_share"]})
-        served = cfg.train.served_method
+        served = cfg.train.label(cfg.train.served_method, cfg.train.seeds[0])
         resilience = _resilience(cfg, ckpt[served], data["test"]["path"], run_dir)
         log_to_run(uri, run_id, metrics={f"load.{k}": v for k, v in resilience["load"].items()})
         logged_model = log_model(uri, run_id, ckpt[served], cfg.data.spatial_shape)
         results = {
             "run_name": run_name, "run_id": run_id, "data": list(data.values()),
             "validation": list(validation.values()), "leakage": leakage, "training": training,
-            "evaluation": evaluation,
+            "evaluation": evaluation, "comparison_plots": comparison_plots,
             "drift": drift, "resilience": resilience, "logged_model": logged_model,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "elapsed_seconds": time.perf_counter() - t0,
-            "expected_artifacts": expected_artifacts(served), "served_method": served,
+            "expected_artifacts": expected_artifacts(cfg.train.served_method),
+            "served_method": served,
         }
         report = write_report(results, cfg, run_dir, uri)
-        log_to_run(uri, run_id, {"report": [report["json"], report["markdown"]]},
+        log_to_run(uri, run_id, {"report": [report["json"], report["markdown"], report["csv"]]},
                    {"report.gates_passed": report["gates_passed"],
                     "report.gates_total": report["gates_total"]})
     except BaseException:

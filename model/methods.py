@@ -38,6 +38,9 @@ METHODS: dict[str, str] = {
 }
 
 
+ENSEMBLE_MEMBERS = ("fno", "pno-reparam")
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """Everything that rebuilds a method's network (stored in checkpoints).
@@ -50,6 +53,7 @@ class MethodConfig:
     backbone: FNOConfig = field(default_factory=FNOConfig)
     train_samples: int = 3  # samples per input in the energy score (Bulte et al. use 3)
     ensemble_size: int = 5
+    ensemble_member: str = "fno"  # "fno" (deterministic) or "pno-reparam" (Gaussian heads)
     kl_weight: float = 1.0  # variational: weight of KL / n_train in the ELBO
     prior_std: float = 1.0  # variational: std of the Gaussian prior on the spectral weights
     deeponet_basis: int = 64
@@ -65,6 +69,9 @@ class MethodConfig:
         object.__setattr__(self, "resolution", tuple(self.resolution))
         if self.train_samples < 2:
             raise ValueError(f"the energy score needs train_samples >= 2, got {self.train_samples}")
+        if self.ensemble_member not in ENSEMBLE_MEMBERS:
+            raise ValueError(f"ensemble_member must be one of {ENSEMBLE_MEMBERS}, "
+                             f"got {self.ensemble_member!r}")
         for name in ("ensemble_size", "deeponet_basis", "deeponet_width", "deeponet_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -86,6 +93,8 @@ class Surrogate(nn.Module):
     method: ClassVar[str]
     #: True when :meth:`sample` draws a distribution; a deterministic method raises there
     probabilistic: ClassVar[bool] = False
+    #: what :meth:`posterior_draws` draws over (weights, members, masks); None: no such structure
+    posterior: ClassVar[str | None] = None
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__()
@@ -105,6 +114,14 @@ class Surrogate(nn.Module):
                generator: torch.Generator | None = None) -> Tensor:
         raise ValueError(f"{self.method!r} is deterministic and has no predictive distribution; "
                          "use forward() for its point prediction")
+
+    def posterior_draws(self, x: Tensor, n_draws: int,
+                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Per draw ``k`` from the posterior over weights or members, the conditional mean and
+        variance of the output given that draw: two (K, B, C_out, *spatial). The law of total
+        variance splits the predictive variance over them (:mod:`model.decomposition`)."""
+        raise ValueError(f"{self.method!r} has no posterior over weights or members: its "
+                         "predictive variance does not split into aleatoric and epistemic parts")
 
     def training_loss(self, x: Tensor, y: Tensor, *, n_train: int,
                       generator: torch.Generator | None = None) -> Tensor:
@@ -181,6 +198,13 @@ class MCDropoutFNO(DropoutPNO):
     on one dropout draw per input, sampled at inference."""
 
     method = "mc-dropout"
+    posterior = "dropout masks (an approximate weight posterior; no noise model)"
+
+    def posterior_draws(self, x: Tensor, n_draws: int,
+                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """One dropout mask per draw; each draw is a deterministic field (variance 0)."""
+        means = self.sample(x, n_draws, generator)
+        return means, torch.zeros_like(means)
 
     def training_loss(self, x: Tensor, y: Tensor, *, n_train: int,
                       generator: torch.Generator | None = None) -> Tensor:

@@ -2,7 +2,9 @@
 
 Pure torch: no scoring library is imported here, so the same code serves as a training loss
 (autograd) and as the evaluation metric, and the tests can check it against independent
-references (scoringrules, scipy, numpy).
+references (scoringrules, scipy, numpy). Point errors, proper scores and the streaming
+``ScoreAccumulator`` live here; intervals, calibration and sharpness in ``model.intervals``
+(``interval`` and ``coverage_and_width`` are re-exported from there).
 
 Shape conventions used throughout:
 
@@ -17,14 +19,31 @@ naming the offending shapes when inputs do not line up.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from model.intervals import (
+    LEVELS,
+    QUANTILE_LEVELS,
+    _calibration_terms,
+    _check_level,
+    _check_levels,
+    _check_same_shape,
+    _check_samples,
+    calibration_error,
+    coverage_and_width,
+    interval,
+    pit,
+    pit_histogram,
+)
 
 __all__ = [
     "ScoreAccumulator",
     "coverage_and_width",
     "crps_ensemble",
+    "crps_gaussian",
     "energy_score",
     "gaussian_nll",
     "interval",
@@ -37,44 +56,6 @@ __all__ = [
 # exact pairwise differences to the Gram-matrix form, whose memory is only (B, S, S). 2**24
 # elements are 64 MiB in float32; the S = 3 training loss always takes the exact path.
 _PAIRWISE_DIRECT_MAX_ELEMENTS = 2**24
-
-
-# --------------------------------------------------------------------------------------------
-# shape checks
-# --------------------------------------------------------------------------------------------
-
-
-def _check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
-    if a.shape != b.shape:
-        raise ValueError(
-            f"{name_a} shape {tuple(a.shape)} does not match {name_b} shape {tuple(b.shape)}"
-        )
-    if a.dim() < 1:
-        raise ValueError(f"{name_a} needs a batch dim (B, *field), got shape {tuple(a.shape)}")
-
-
-def _check_samples(samples: Tensor, target: Tensor | None = None) -> None:
-    if samples.dim() < 2:
-        raise ValueError(
-            f"samples must have shape (S, B, *field), got shape {tuple(samples.shape)}"
-        )
-    if samples.shape[0] < 1:
-        raise ValueError(f"samples needs at least one sample, got shape {tuple(samples.shape)}")
-    if target is not None and samples.shape[1:] != target.shape:
-        raise ValueError(
-            f"samples shape {tuple(samples.shape)} is not (S, *target.shape) for target shape "
-            f"{tuple(target.shape)}"
-        )
-
-
-def _check_level(level: float) -> None:
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
-
-
-def _field_dims(x: Tensor, first: int) -> tuple[int, ...]:
-    """Dims from ``first`` to the end: the field dims once batch (and sample) dims are skipped."""
-    return tuple(range(first, x.dim()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,42 +101,78 @@ def rmse(pred: Tensor, target: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def _crps_sorted_errors(err_sorted: Tensor) -> Tensor:
-    """CRPS (energy form, V-statistic) from sample errors ``X_i - y`` sorted along dim 0.
+def _crps_terms(err_sorted: Tensor) -> tuple[Tensor, Tensor]:
+    """The two sums of the ensemble CRPS from sample errors ``X_i - y`` sorted along dim 0.
 
-    ``err_sorted``: ``(S, B, *field)``. Returns ``(B, *field)``.
+    ``err_sorted``: ``(S, B, *field)``. Returns ``(mean_i |X_i - y|, sum_{i<j} |X_j - X_i|)``,
+    each ``(B, *field)``; the full double sum of ``|X_j - X_k|`` is twice the second.
 
-    Working with ``X - y`` instead of ``X`` centres the values at the target: both the
-    ``E|X - y|`` and the spread term are shift invariant, and centring avoids the cancellation
-    the weighted sum below would otherwise suffer when fields have a large offset.
+    Working with ``X - y`` instead of ``X`` centres the values at the target: both terms are
+    shift invariant, and centring avoids the cancellation the weighted sum below would otherwise
+    suffer when fields have a large offset.
     """
     n = err_sorted.shape[0]
     # sum_{i<j} (x_(j) - x_(i)) = sum_i (2i - S - 1) x_(i) with 1-indexed ranks i
     ranks = torch.arange(1, n + 1, dtype=err_sorted.dtype, device=err_sorted.device)
     weights = (2.0 * ranks - n - 1).reshape((n,) + (1,) * (err_sorted.dim() - 1))
-    half_pair_sum = (weights * err_sorted).sum(dim=0)
-    # 1/2 * 1/S^2 * sum_{j,k} |x_j - x_k| = 1/S^2 * sum_{i<j} |x_(j) - x_(i)|
-    return err_sorted.abs().mean(dim=0) - half_pair_sum / (n * n)
+    return err_sorted.abs().mean(dim=0), (weights * err_sorted).sum(dim=0)
 
 
-def crps_ensemble(samples: Tensor, target: Tensor) -> Tensor:
-    """Pointwise CRPS of the empirical distribution of the samples.
+def _crps_from_terms(abs_mean: Tensor, half_pair_sum: Tensor, n: int, fair: bool) -> Tensor:
+    # 1/2 * c * sum_{j,k} |x_j - x_k| = c * sum_{i<j} |x_(j) - x_(i)|, c = 1/S^2 or 1/(S(S-1))
+    return abs_mean - half_pair_sum / (n * (n - 1) if fair else n * n)
 
-    Energy form with the V-statistic pair term, ``E|X - y| - 1/2 E|X - X'|`` where both
-    expectations are over the empirical distribution (``1/S^2`` for the pair term); this is
-    scoringrules' ``estimator="nrg"``. Computed in ``O(S log S)`` per point by sorting, never by
-    materialising the ``S x S`` pairs. With ``S = 1`` it is the absolute error ``|x - y|``.
+
+def crps_ensemble(samples: Tensor, target: Tensor, fair: bool = False) -> Tensor:
+    """Pointwise CRPS of the ensemble, in the energy form ``E|X - y| - 1/2 E|X - X'|``.
+
+    ``fair=False``: V-statistic pair term ``1 / (2 S^2) sum_{j,k} |x_j - x_k|``, the CRPS of the
+    empirical distribution (scoringrules ``estimator="nrg"``); with ``S = 1`` it is ``|x - y|``.
+    ``fair=True``: unbiased pair term ``1 / (2 S (S - 1)) sum_{j,k} |x_j - x_k|`` (scoringrules
+    ``estimator="fair"``), an unbiased estimate of the CRPS of the distribution the ``S``
+    exchangeable draws come from, so ensembles of different size compare fairly. Both are
+    computed in ``O(S log S)`` per point by sorting, never by materialising the ``S x S`` pairs.
 
     Args:
-        samples: ``(S, B, *field)`` ensemble.
+        samples: ``(S, B, *field)`` ensemble; ``S >= 2`` when ``fair=True``.
         target: ``(B, *field)`` observation.
+        fair: use the unbiased pair term.
 
     Returns:
         ``(B, *field)`` CRPS per point. Differentiable in ``samples``.
     """
-    _check_samples(samples, target)
+    _check_samples(samples, target, min_samples=2 if fair else 1)
     err_sorted = torch.sort(samples - target.unsqueeze(0), dim=0).values
-    return _crps_sorted_errors(err_sorted)
+    return _crps_from_terms(*_crps_terms(err_sorted), samples.shape[0], fair)
+
+
+def crps_gaussian(mean: Tensor, std: Tensor, target: Tensor) -> Tensor:
+    """Closed-form pointwise CRPS of the Gaussian forecast ``N(mean, std^2)``.
+
+    ``std * (z (2 Phi(z) - 1) + 2 phi(z) - 1 / sqrt(pi))`` with ``z = (y - mean) / std``
+    (Gneiting et al. 2005; scoringrules ``crps_normal``). A zero ``std`` gives its limit, the
+    absolute error ``|y - mean|``.
+
+    Args:
+        mean: ``(B, *field)`` predictive mean.
+        std: ``(B, *field)`` predictive standard deviation, ``>= 0``.
+        target: ``(B, *field)`` observation.
+
+    Returns:
+        ``(B, *field)`` CRPS per point, in the units of the field. Differentiable in ``mean`` and
+        ``std``.
+    """
+    _check_same_shape("mean", mean, "target", target)
+    _check_same_shape("std", std, "target", target)
+    if bool((std < 0).any()):
+        raise ValueError("std must be >= 0")
+    positive = std > 0
+    # double where: the zero-spread branch never divides by 0, so no NaN gradient either
+    s = torch.where(positive, std, torch.ones_like(std))
+    z = (target - mean) / s
+    pdf = torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    crps = s * (z * (2.0 * torch.special.ndtr(z) - 1.0) + 2.0 * pdf - 1.0 / math.sqrt(math.pi))
+    return torch.where(positive, crps, (target - mean).abs())
 
 
 def _safe_sqrt(sq: Tensor) -> Tensor:
@@ -269,76 +286,8 @@ def gaussian_nll(mean: Tensor, std: Tensor, target: Tensor, min_std: float = 1e-
 
 
 # --------------------------------------------------------------------------------------------
-# intervals and sample statistics
+# sample statistics
 # --------------------------------------------------------------------------------------------
-
-
-def _quantile_sorted(sorted_samples: Tensor, q: float) -> Tensor:
-    """Quantile ``q`` along dim 0 of already sorted samples, numpy's ``"linear"`` method.
-
-    ``sorted_samples``: ``(S, ...)``. Returns ``(...)``. Done by hand rather than with
-    torch.quantile, which refuses inputs above 2**24 elements.
-    """
-    n = sorted_samples.shape[0]
-    pos = q * (n - 1)  # numpy's virtual index for method="linear"
-    lo = min(int(math.floor(pos)), n - 1)
-    hi = min(lo + 1, n - 1)
-    frac = pos - lo
-    lower = sorted_samples[lo]
-    return lower + frac * (sorted_samples[hi] - lower)
-
-
-def _interval_sorted(sorted_samples: Tensor, level: float) -> tuple[Tensor, Tensor]:
-    return (
-        _quantile_sorted(sorted_samples, (1.0 - level) / 2.0),
-        _quantile_sorted(sorted_samples, (1.0 + level) / 2.0),
-    )
-
-
-def interval(samples: Tensor, level: float = 0.9) -> tuple[Tensor, Tensor]:
-    """Empirical central prediction interval over the sample axis.
-
-    Quantiles ``(1 - level) / 2`` and ``(1 + level) / 2`` with linear interpolation between order
-    statistics (numpy's default ``method="linear"``).
-
-    Args:
-        samples: ``(S, B, *field)`` ensemble.
-        level: nominal coverage in ``(0, 1)``.
-
-    Returns:
-        ``(lower, upper)``, each ``(B, *field)``.
-    """
-    _check_samples(samples)
-    _check_level(level)
-    return _interval_sorted(torch.sort(samples, dim=0).values, level)
-
-
-def _coverage_width_from_bounds(
-    lower: Tensor, upper: Tensor, target: Tensor
-) -> tuple[Tensor, Tensor]:
-    inside = (lower <= target) & (target <= upper)
-    coverage = inside.flatten(1).to(target.dtype).mean(dim=1)
-    width = (upper - lower).flatten(1).mean(dim=1)
-    return coverage, width
-
-
-def coverage_and_width(
-    samples: Tensor, target: Tensor, level: float = 0.9
-) -> tuple[Tensor, Tensor]:
-    """Empirical coverage and mean width of the central ``level`` interval.
-
-    Args:
-        samples: ``(S, B, *field)`` ensemble.
-        target: ``(B, *field)`` observation.
-        level: nominal coverage in ``(0, 1)``.
-
-    Returns:
-        ``(coverage, width)``, each ``(B,)``: the share of field points with
-        ``lower <= y <= upper`` and the mean of ``upper - lower`` over the field.
-    """
-    _check_samples(samples, target)
-    lower, upper = interval(samples, level)
-    return _coverage_width_from_bounds(lower, upper, target)
 
 
 def sample_stats(samples: Tensor) -> tuple[Tensor, Tensor]:
@@ -365,46 +314,75 @@ def sample_stats(samples: Tensor) -> tuple[Tensor, Tensor]:
 # --------------------------------------------------------------------------------------------
 
 _DETERMINISTIC_KEYS = ("rel_l2", "rmse", "crps", "energy_score")
+_PROBABILISTIC_KEYS = ("rel_l2", "rmse", "crps", "crps_fair", "energy_score", "nll", "sharpness")
+_LEVEL_KEYS = ("coverage", "width", "interval_score")
 
 
 class ScoreAccumulator:
     """Streaming per-sample averages of the scores over many batches.
 
-    Each ``update`` reduces its batch to per-field scores and adds their sums, so memory stays
-    bounded however large the test set is, and the result does not depend on how the data were
-    split into batches.
+    Each ``update`` reduces its batch to per-field scores and adds their float64 sums (plus the
+    quantile-curve shares and the PIT histogram counts), so memory stays bounded however large
+    the test set is, and the result does not depend on how the data were split into batches.
 
     Probabilistic batches (``samples`` with ``S >= 2``) accumulate ``rel_l2`` and ``rmse`` of the
-    point prediction (the sample mean unless ``mean`` is given), ``crps`` (mean over points),
-    ``energy_score`` (``fair=False``), ``nll`` (Gaussian with sample mean and unbiased std),
-    ``coverage_{L}`` and ``width_{L}`` with ``L = round(level * 100)``.
+    point prediction (the sample mean unless ``mean`` is given), ``crps`` (V-statistic) and
+    ``crps_fair`` (mean over points), ``energy_score`` (``fair=False``), ``nll`` (Gaussian with
+    sample mean and unbiased std), ``sharpness`` (mean unbiased sample std) and, for each level
+    ``L`` in ``levels``, ``coverage_{pct}``, ``width_{pct}`` and ``interval_score_{pct}`` with
+    ``pct = round(100 L)``; ``compute`` adds ``ece``, the expected calibration error of the
+    pooled quantile calibration curve, and ``curves`` returns the curves themselves.
 
     Deterministic batches (``update(None, target, mean=pred)``) accumulate only ``rel_l2``,
     ``rmse``, ``crps`` (= mean absolute error, the CRPS of a point forecast) and ``energy_score``
     (= RMS-norm distance); a model without uncertainty gets no NLL, coverage or width rather than
     a fake zero spread. Mixing both kinds in one accumulator raises ``ValueError``.
+
+    Args:
+        level: a central-interval level that must be reported (added to ``levels``), kept for
+            callers that read ``coverage_90`` and ``width_90``.
+        levels: central-interval levels in ``(0, 1)``; their ``pct`` names must be distinct.
+        quantile_levels: levels ``tau`` of the quantile calibration curve.
+        pit_bins: number of equal PIT histogram bins on ``[0, 1]``.
+        seed: seed of the CPU generator that randomises the PIT, so results are reproducible
+            (and, as its draws run in point order, independent of the batch split).
     """
 
-    def __init__(self, level: float = 0.9) -> None:
+    def __init__(
+        self,
+        level: float = 0.9,
+        levels: Sequence[float] = LEVELS,
+        quantile_levels: Sequence[float] = QUANTILE_LEVELS,
+        pit_bins: int = 20,
+        seed: int = 0,
+    ) -> None:
         _check_level(level)
         self.level = level
-        pct = round(level * 100)
-        self._prob_keys = (
-            *_DETERMINISTIC_KEYS,
-            "nll",
-            f"coverage_{pct}",
-            f"width_{pct}",
-        )
+        self.levels = tuple(sorted({*_check_levels(levels), float(level)}))
+        pcts = [round(100 * lv) for lv in self.levels]
+        if len(set(pcts)) != len(pcts):
+            raise ValueError(
+                f"levels {self.levels} give clashing key suffixes round(100 * level) = {pcts}"
+            )
+        self.quantile_levels = _check_levels(quantile_levels, "quantile_levels")
+        if pit_bins < 1:
+            raise ValueError(f"pit_bins must be at least 1, got {pit_bins}")
+        self.pit_bins = pit_bins
+        # level-major order, matching the (L, 3, B) stack in _update_probabilistic
+        self._level_keys = tuple(f"{name}_{pct}" for pct in pcts for name in _LEVEL_KEYS)
+        self._generator = torch.Generator().manual_seed(seed)
         self._mode: str | None = None
         self._sums: dict[str, float] = {}
+        self._quantile_sums = torch.zeros(len(self.quantile_levels), dtype=torch.float64)
+        self._pit_hist = torch.zeros(pit_bins, dtype=torch.int64)
         self._n = 0
 
     def _add(self, values: dict[str, Tensor]) -> None:
-        for key, per_field in values.items():
-            # float64 sums so the batch split does not change the result beyond rounding
-            self._sums[key] = self._sums.get(key, 0.0) + float(
-                per_field.detach().to(torch.float64).sum()
-            )
+        # float64 sums so the batch split does not change the result beyond rounding; one stack
+        # (and one device transfer) per batch rather than one per key
+        rows = torch.stack([v.detach().to(torch.float64) for v in values.values()])
+        for key, total in zip(values, rows.sum(dim=1).tolist(), strict=True):
+            self._sums[key] = self._sums.get(key, 0.0) + total
 
     def _set_mode(self, mode: str) -> None:
         if self._mode is not None and self._mode != mode:
@@ -422,10 +400,11 @@ class ScoreAccumulator:
                 probabilistic batch it optionally replaces the sample mean for ``rel_l2`` and
                 ``rmse`` (``nll`` always uses the sample mean and std).
         """
+        if mean is not None:
+            _check_same_shape("mean", mean, "target", target)
         if samples is None:
             if mean is None:
                 raise ValueError("a deterministic update needs mean=pred when samples is None")
-            _check_same_shape("mean", mean, "target", target)
             self._set_mode("deterministic")
             point = mean.unsqueeze(0)  # S = 1: the scores reduce to the point-forecast errors
             self._add(
@@ -436,49 +415,85 @@ class ScoreAccumulator:
                     "energy_score": energy_score(point, target),
                 }
             )
-            self._n += target.shape[0]
-            return
-
-        _check_samples(samples, target)
-        if samples.shape[0] < 2:
-            raise ValueError(
-                f"a probabilistic update needs S >= 2 samples, got shape {tuple(samples.shape)}; "
-                "pass samples=None and mean=pred for a point forecast"
-            )
-        if mean is not None:
-            _check_same_shape("mean", mean, "target", target)
-        self._set_mode("probabilistic")
-        sample_mean, sample_std = sample_stats(samples)
-        point = sample_mean if mean is None else mean
-        # one sort serves both the CRPS and the interval
-        sorted_samples = torch.sort(samples, dim=0).values
-        lower, upper = _interval_sorted(sorted_samples, self.level)
-        coverage, width = _coverage_width_from_bounds(lower, upper, target)
-        crps = _crps_sorted_errors(sorted_samples - target.unsqueeze(0))
-        nll = gaussian_nll(sample_mean, sample_std, target)
-        keys = self._prob_keys
-        self._add(
-            {
-                "rel_l2": relative_l2(point, target),
-                "rmse": rmse(point, target),
-                "crps": crps.flatten(1).mean(dim=1),
-                "energy_score": energy_score(samples, target),
-                "nll": nll.flatten(1).mean(dim=1),
-                keys[5]: coverage,
-                keys[6]: width,
-            }
-        )
+        else:
+            _check_samples(samples, target)
+            if samples.shape[0] < 2:
+                raise ValueError(
+                    f"a probabilistic update needs S >= 2 samples, got shape "
+                    f"{tuple(samples.shape)}; pass samples=None and mean=pred for a point forecast"
+                )
+            self._set_mode("probabilistic")
+            self._update_probabilistic(samples, target, mean)
         self._n += target.shape[0]
+
+    def _update_probabilistic(self, samples: Tensor, target: Tensor, mean: Tensor | None) -> None:
+        n = samples.shape[0]
+        sample_mean, sample_std = sample_stats(samples)
+        # one sort serves the CRPS, every interval and the quantile curve
+        sorted_samples = torch.sort(samples, dim=0).values
+        abs_mean, half_pair_sum = _crps_terms(sorted_samples - target.unsqueeze(0))
+        per_point = {
+            "crps": _crps_from_terms(abs_mean, half_pair_sum, n, fair=False),
+            "crps_fair": _crps_from_terms(abs_mean, half_pair_sum, n, fair=True),
+            "nll": gaussian_nll(sample_mean, sample_std, target),
+            "sharpness": sample_std,
+        }
+        point = sample_mean if mean is None else mean
+        values = {
+            "rel_l2": relative_l2(point, target),
+            "rmse": rmse(point, target),
+            "energy_score": energy_score(samples, target),
+            **{key: v.flatten(1).mean(dim=1) for key, v in per_point.items()},
+        }
+        terms = _calibration_terms(sorted_samples, target, self.levels, self.quantile_levels)
+        per_level = torch.stack([terms[name] for name in _LEVEL_KEYS], dim=1)  # (L, 3, B)
+        values.update(zip(self._level_keys, per_level.flatten(0, 1), strict=True))
+        self._add(values)
+        self._quantile_sums += terms["quantile_shares"].to(torch.float64).sum(dim=1).cpu()
+        pit_values = pit(sorted_samples, target, generator=self._generator)
+        self._pit_hist += pit_histogram(pit_values, self.pit_bins).cpu()
+
+    def _check_computable(self, method: str) -> None:
+        if self._n == 0:
+            raise ValueError(f"ScoreAccumulator.{method}() called before any update")
 
     def compute(self) -> dict[str, float]:
         """Averages over all fields seen, as Python floats, plus ``n`` (the number of fields).
 
         Returns:
-            ``{key: mean score}`` for the keys of the accumulator's mode, and ``"n"`` (an int).
+            ``{key: mean score}`` for the keys of the accumulator's mode (for a probabilistic one
+            including ``ece``), and ``"n"`` (an int).
         """
-        if self._n == 0:
-            raise ValueError("ScoreAccumulator.compute() called before any update")
-        keys = _DETERMINISTIC_KEYS if self._mode == "deterministic" else self._prob_keys
-        out: dict[str, float] = {key: self._sums[key] / self._n for key in keys}
+        self._check_computable("compute")
+        if self._mode == "deterministic":
+            return {**{key: self._sums[key] / self._n for key in _DETERMINISTIC_KEYS}, "n": self._n}
+        out = {key: self._sums[key] / self._n for key in (*_PROBABILISTIC_KEYS, *self._level_keys)}
+        shares = self._quantile_sums / self._n
+        out["ece"] = float(calibration_error(shares, self.quantile_levels))
         out["n"] = self._n
         return out
+
+    def curves(self) -> dict[str, list[float] | list[int]]:
+        """Calibration curves of a probabilistic accumulator, as JSON-friendly lists.
+
+        Returns:
+            ``quantile_levels`` and ``quantile_shares`` (share of points with ``y <= q_tau``),
+            ``interval_levels`` and ``interval_coverage`` (the central intervals' empirical
+            coverage), ``pit_edges`` (``pit_bins + 1`` bin edges on ``[0, 1]``) and
+            ``pit_hist`` (points per PIT bin, summing to the number of points seen).
+        """
+        self._check_computable("curves")
+        if self._mode == "deterministic":
+            raise ValueError(
+                "a deterministic accumulator has no predictive distribution, hence no "
+                "calibration curves or PIT histogram"
+            )
+        coverage_keys = self._level_keys[:: len(_LEVEL_KEYS)]
+        return {
+            "quantile_levels": list(self.quantile_levels),
+            "quantile_shares": (self._quantile_sums / self._n).tolist(),
+            "interval_levels": list(self.levels),
+            "interval_coverage": [self._sums[key] / self._n for key in coverage_keys],
+            "pit_edges": [k / self.pit_bins for k in range(self.pit_bins + 1)],
+            "pit_hist": self._pit_hist.tolist(),
+        }

@@ -21,7 +21,7 @@ from model.metrics import relative_l2
 
 #: initial posterior std relative to the weight scale 1 / (C_in * C_out) of the FNO initialisation:
 #: small, so that training starts as (almost) the deterministic FNO with the same seed
-INIT_REL_STD = 1e-3
+INIT_REL_STD = 0.1
 
 
 class _GaussianWeight(nn.Module):
@@ -101,6 +101,7 @@ class VariationalFNO(Surrogate):
 
     method = "variational"
     probabilistic = True
+    posterior = "spectral weights (Gaussian posterior; no noise model)"
 
     def __init__(self, config: MethodConfig, seed: int | None = None) -> None:
         super().__init__(config)
@@ -119,6 +120,12 @@ class VariationalFNO(Surrogate):
     def sample(self, x: Tensor, n_samples: int,
                generator: torch.Generator | None = None) -> Tensor:
         return self.net.sample(x, n_samples, generator)
+
+    def posterior_draws(self, x: Tensor, n_draws: int,
+                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """One weight draw per draw; each gives a deterministic field (variance 0)."""
+        means = self.net.sample(x, n_draws, generator)
+        return means, torch.zeros_like(means)
 
     def training_loss(self, x: Tensor, y: Tensor, *, n_train: int,
                       generator: torch.Generator | None = None) -> Tensor:

@@ -35,6 +35,11 @@ class PDESpec:
     periodic: bool
     description: str
 
+    @property
+    def time_dependent(self) -> bool:
+        """Evolution equations (inputs are states, targets later states) can be rolled out."""
+        return self.resimulate is not None
+
 
 def _darcy(n: int, resolution: int, seed: int, progress: Callable[[int], None] | None = None,
            **p: float) -> dict[str, np.ndarray]:

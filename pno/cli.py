@@ -39,7 +39,8 @@ PdeOpt = Annotated[str | None, typer.Option(
     "--pde", help="darcy (default), burgers, ks or navier_stokes")]
 MethodOpt = Annotated[list[str] | None, typer.Option(
     "--method", "-m", help="method to train and score (repeatable): fno, pno-dropout, "
-    "pno-reparam, variational, mc-dropout, ensemble, deeponet; default fno and pno-dropout")]
+    "pno-reparam, variational, mc-dropout, ensemble, deeponet, or all; default fno and "
+    "pno-dropout")]
 
 
 def _config(preset: str, sets: list[str] | None, out: Path | None,
@@ -48,6 +49,10 @@ def _config(preset: str, sets: list[str] | None, out: Path | None,
     if pde is not None:
         overrides.setdefault("data", {})["pde"] = pde
     if methods:
+        if "all" in methods:
+            from model.methods import METHODS
+
+            methods = list(METHODS)
         overrides.setdefault("train", {})["methods"] = methods
     if out is not None:
         overrides["output_dir"] = str(out)

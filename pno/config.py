@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pdes.registry import generating_config, get_spec, resolve_params
 
 SPLITS = ("train", "val", "calib", "test", "current")
+#: trajectories K t_final long (frames every t_final) for rollouts of time-dependent PDEs
+ROLLOUT = "rollout"
 
 
 class Strict(BaseModel):
@@ -36,6 +38,9 @@ class DataConfig(Strict):
     n_calib: int = Field(100, ge=4)
     n_test: int = Field(100, ge=4)
     n_current: int = Field(100, ge=4)
+    n_rollout: int = Field(20, ge=0, description="trajectories for autoregressive rollouts "
+                           "(time-dependent PDEs only; 0: no rollout)")
+    rollout_steps: int = Field(5, ge=1, description="rollout length in steps of t_final")
     seed: int = Field(0, ge=0)
     params: dict[str, float] = Field(default_factory=dict,
                                      description="PDE parameters, e.g. {'nu': 0.01}")
@@ -54,6 +59,13 @@ class DataConfig(Strict):
         return self
 
     @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits of a run: SPLITS, and ``rollout`` for a time-dependent PDE."""
+        if self.n_rollout and get_spec(self.pde).time_dependent:
+            return (*SPLITS, ROLLOUT)
+        return SPLITS
+
+    @property
     def grid_points(self) -> int:
         return self.resolution or get_spec(self.pde).default_resolution
 
@@ -66,12 +78,16 @@ class DataConfig(Strict):
 
     def generating_config(self, split: str) -> dict[str, Any]:
         """Everything that determines a split's content; its hash is the cache key."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if split not in self.splits:
+            raise ValueError(f"split must be one of {self.splits}, got {split!r}")
         params = {**self.params, **(self.current_params if split == "current" else {})}
+        if split == ROLLOUT:  # frames every t_final, K of them: the truth of a K-step rollout
+            t_final = resolve_params(self.pde, params)["t_final"]
+            params = {**params, "t_final": self.rollout_steps * t_final,
+                      "n_frames": self.rollout_steps + 1}
         # one seed per split, derived from the base seed
         return generating_config(self.pde, split, self.n_samples(split), self.grid_points,
-                                 self.seed * 1000 + SPLITS.index(split), params)
+                                 self.seed * 1000 + self.splits.index(split), params)
 
 
 MethodName = Literal["fno", "pno-dropout", "pno-reparam", "variational", "mc-dropout",
@@ -92,6 +108,9 @@ class ModelConfig(Strict):
     dropout: float = Field(0.1, gt=0.0, lt=1.0, description="dropout rate of pno-dropout and "
                            "mc-dropout")
     ensemble_size: int = Field(5, ge=2, description="ensemble members")
+    ensemble_member: Literal["fno", "pno-reparam"] = Field(
+        "fno", description="deterministic FNO members (relative L2), or PNO-R members with "
+        "Gaussian heads (energy score), which give the ensemble an aleatoric part")
     kl_weight: float = Field(1.0, ge=0.0, description="variational: weight of KL/n_train")
     prior_std: float = Field(1.0, gt=0.0, description="variational: prior std of the weights")
     deeponet_basis: int = Field(64, ge=1, description="DeepONet basis functions per channel")
@@ -119,6 +138,8 @@ class TrainConfig(Strict):
                                      "loss before training stops; 0: never")
     train_samples: int = Field(3, ge=2, description="samples per input in the energy score")
     seed: int = 0
+    n_seeds: int = Field(1, ge=1, le=20, description="training replicates per method (seeds "
+                         "seed, seed+1, ...): the comparison shows mean and spread over them")
 
     @model_validator(mode="after")
     def _check_methods(self) -> TrainConfig:
@@ -127,6 +148,14 @@ class TrainConfig(Strict):
         if self.serve is not None and self.serve not in self.methods:
             raise ValueError(f"serve={self.serve!r} is not among methods {list(self.methods)}")
         return self
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(self.seed + i for i in range(self.n_seeds))
+
+    def label(self, method: str, seed: int) -> str:
+        """Name of one trained replicate in logs, MLflow keys and the report."""
+        return method if self.n_seeds == 1 else f"{method}-seed{seed}"
 
     @property
     def served_method(self) -> str:
@@ -142,6 +171,13 @@ class EvalConfig(Strict):
     level: float = Field(0.9, gt=0.0, lt=1.0, description="central interval level")
     batch_size: int = Field(4, ge=1, description="test inputs per forward pass (x n_samples)")
     plot_index: int = Field(0, ge=0, description="test sample shown in the plot")
+    point_rate: float = Field(0.9, gt=0.0, le=1.0, description="per-function conformal "
+                              "guarantee: share of a function's points that must be covered")
+    decomposition_draws: int = Field(32, ge=2, description="posterior draws (weights, masks) "
+                                     "for the aleatoric/epistemic split")
+    rollout_paths: int = Field(32, ge=2, description="sample paths per rollout trajectory")
+    spread_threshold: float = Field(0.1, gt=0.0, description="relative spread whose first "
+                                    "crossing along a rollout is reported")
 
 
 DRIFT_COLUMNS = {
@@ -180,6 +216,9 @@ class GateConfig(Strict):
     min_coverage: float = Field(0.7, ge=0.0, le=1.0,
                                 description="coverage, each probabilistic method")
     max_coverage: float = Field(1.0, ge=0.0, le=1.0)
+    calibration_tolerance: float = Field(0.02, ge=0.0, le=1.0, description="calibrated "
+                                         "coverage on test within level +- this, each "
+                                         "probabilistic method")
     max_drift_share: float = Field(0.5, ge=0.0, le=1.0)
     max_load_error_rate: float = Field(0.0, ge=0.0, le=1.0)
     max_p95_latency_ms: float = Field(2000.0, gt=0.0)
@@ -209,13 +248,14 @@ class PipelineConfig(Strict):
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "smoke": {
-        "data": {"n_train": 48, "n_val": 8, "n_calib": 8, "n_test": 8, "n_current": 24},
+        "data": {"n_train": 48, "n_val": 8, "n_calib": 8, "n_test": 8, "n_current": 24,
+                 "n_rollout": 4, "rollout_steps": 2},
         "model": {"width": 8, "modes": 4, "n_layers": 2, "projection_width": 16},
         "train": {"epochs": 2, "pno_epochs": 2, "batch_size": 16},
-        "eval": {"n_samples": 20},
+        "eval": {"n_samples": 20, "decomposition_draws": 4, "rollout_paths": 4},
         "resilience": {"load_requests": 20, "load_threads": 2, "retry_delay_seconds": 0.05},
         # a two-epoch model is not accurate: the smoke run checks plumbing, not quality
-        "gates": {"max_rel_l2": 10.0, "min_coverage": 0.0},
+        "gates": {"max_rel_l2": 10.0, "min_coverage": 0.0, "calibration_tolerance": 1.0},
     },
 }
 

@@ -1,89 +1,80 @@
-"""Evaluation stage: scores on the test split and a picture of one test sample."""
+"""Evaluation stage: scores, conformal calibration, variance decomposition and rollouts of each
+trained method, and the pictures that compare them."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-import matplotlib
-import numpy as np
 import torch
 from prefect import task
 
-from model.evaluate import score_model
-from model.inference import Predictor
+from model.evaluate import EvalSettings, evaluate_method
 from model.train import build_model, load_checkpoint
+from pdes.dataset import load_dataset
 from pno.config import PipelineConfig
 from tasks import task_logger
+from tasks.plots import plot_decomposition, plot_pit, plot_reliability, plot_rollout, plot_sample
 from tasks.tracking import log_artifacts, log_metrics
 from tasks.train import load_tensors
 
-matplotlib.use("Agg")  # no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+
+def load_rollout(path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial states (N, C, *spatial) and frames 1..K (N, K, C, *spatial) of a rollout split."""
+    traj = torch.as_tensor(load_dataset(Path(path)).trajectory, dtype=torch.float32)
+    return traj[:, 0], traj[:, 1:]
 
 
-def plot_sample(a: np.ndarray, truth: np.ndarray, mean: np.ndarray, std: np.ndarray | None,
-                title: str, path: Path) -> Path:
-    """Panels of input / truth / mean / std / |error| for one (H, W) test sample, or for a 1D
-    (W,) sample input and truth with the mean and its +-2 std band."""
-    if a.ndim == 1:
-        return _plot_line(a, truth, mean, std, title, path)
-    panels = [("input", a), ("truth", truth), ("predicted mean", mean)]
-    if std is not None:
-        panels.append(("predicted std", std))
-    panels.append(("|error|", np.abs(mean - truth)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2))
-    for ax, (name, field) in zip(axes, panels, strict=True):
-        im = ax.imshow(field.T, origin="lower", extent=(0, 1, 0, 1), cmap="viridis")
-        ax.set_title(name)
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, title, path)
+def _numpy(fields: dict) -> dict:
+    return {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in fields.items()}
 
 
-def _save(fig: plt.Figure, title: str, path: Path) -> Path:
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def _plot_line(a: np.ndarray, truth: np.ndarray, mean: np.ndarray, std: np.ndarray | None,
-               title: str, path: Path) -> Path:
-    x = np.arange(a.shape[0]) / a.shape[0]
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.4))
-    ax0.plot(x, a, color="gray")
-    ax0.set_title("input")
-    ax1.plot(x, truth, "k", label="truth")
-    ax1.plot(x, mean, "C0", label="predicted mean")
-    if std is not None:
-        ax1.fill_between(x, mean - 2 * std, mean + 2 * std, color="C0", alpha=0.3,
-                         label="mean +- 2 std")
-    ax1.legend(loc="best", fontsize=8)
-    ax1.set_title(f"target, |error| max {np.abs(mean - truth).max():.3g}")
-    return _save(fig, title, path)
-
-
-@task(name="evaluate-model", task_run_name="evaluate-{method}")
-def evaluate_model(method: str, checkpoint: str, test_path: str, cfg: PipelineConfig,
+@task(name="evaluate-model", task_run_name="evaluate-{label}")
+def evaluate_model(label: str, checkpoint: str, splits: dict[str, str], cfg: PipelineConfig,
                    run_dir: Path, run_id: str) -> dict:
-    """Score one trained method on the test split; metrics and plot go to MLflow."""
+    """Evaluate one trained method (``splits``: calib, test, current and optionally rollout
+    paths); its metrics and pictures go to MLflow."""
     torch.set_num_threads(cfg.torch_threads)
     model = build_model(load_checkpoint(Path(checkpoint)))
-    x, y = load_tensors(test_path)
+    settings = EvalSettings(**cfg.eval.model_dump(), seed=cfg.data.seed)
+    data = {s: load_tensors(splits[s]) for s in ("calib", "test", "current")}
+    rollout = load_rollout(splits["rollout"]) if "rollout" in splits else None
     t0 = time.perf_counter()
-    scores = score_model(model, x, y, cfg.eval.n_samples, cfg.eval.level, cfg.eval.batch_size)
+    res = evaluate_method(model, data, rollout, settings)
     seconds = time.perf_counter() - t0
-    i = min(cfg.eval.plot_index, x.shape[0] - 1)
-    fields = Predictor(model, x.shape[2:], cfg.eval.n_samples).predict(x[i:i + 1])
-    std = fields["std"][0, 0] if "std" in fields else None
-    plot = plot_sample(x[i, 0].numpy(), y[i, 0].numpy(), fields["mean"][0, 0], std,
-                       f"{method}, test sample {i}", run_dir / "plots" / f"{method}_sample{i}.png")
+    fields, maps = _numpy(res.pop("fields")), res["decomposition"].get("available")
+    plots = [plot_sample(fields, f"{label}, test sample {settings.plot_index}",
+                         run_dir / "plots" / f"{label}_sample.png")]
+    if maps:
+        plots.append(plot_decomposition(_numpy(fields["decomposition"]),
+                                        f"{label}: variance decomposition, test sample",
+                                        run_dir / "plots" / f"{label}_decomposition.png"))
+    after = res["calibration"]["test"]["after"]
+    metrics = {**res["scores"], "calibrated_coverage": after["point_coverage"],
+               "calibrated_width": after["point_width"],
+               "calibrated_function_coverage": after["function_coverage"]}
     uri = cfg.resolved_tracking_uri()
-    log_metrics(uri, run_id, {f"{method}.{k}": v for k, v in scores.items()})
-    log_artifacts(uri, run_id, [plot], "plots")
-    task_logger().info("%s: %s (%.1f s)", method,
-                          ", ".join(f"{k}={v:.4g}" for k, v in scores.items()), seconds)
-    return {"method": method, "scores": scores, "plot": str(plot), "seconds": seconds,
-            "probabilistic": model.probabilistic}
+    log_metrics(uri, run_id, {f"{label}.{k}": v for k, v in metrics.items()})
+    log_artifacts(uri, run_id, plots, "plots")
+    task_logger().info("%s: %s (%.1f s)", label,
+                       ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), seconds)
+    return {"label": label, "method": model.method, "checkpoint": checkpoint, **res,
+            "plots": [str(p) for p in plots], "seconds": seconds}
+
+
+@task(name="plot-comparison")
+def plot_comparison(evaluation: list[dict], cfg: PipelineConfig, run_dir: Path,
+                    run_id: str) -> list[str]:
+    """Reliability diagram, PIT histograms and rollout curves of all methods in one figure each."""
+    out = run_dir / "plots"
+    level = cfg.eval.level
+    plots = [plot_reliability({e["label"]: e["calibration"]["curve"] for e in evaluation},
+                              level, out / "reliability.png")]
+    pit = {e["label"]: e["curves"]["pit_hist"] for e in evaluation if e["curves"]}
+    if pit:
+        plots.append(plot_pit(pit, out / "pit.png"))
+    rollouts = {e["label"]: e["rollout"] for e in evaluation if e["rollout"]}
+    if rollouts:
+        plots.append(plot_rollout(rollouts, level, out / "rollout.png"))
+    log_artifacts(cfg.resolved_tracking_uri(), run_id, plots, "plots")
+    return [str(p) for p in plots]

@@ -17,6 +17,15 @@ from typing import Any
 from prefect import task
 
 from pno.config import GateConfig, PipelineConfig
+from tasks.tables import (
+    anchors_markdown,
+    calibration_markdown,
+    comparison_markdown,
+    comparison_rows,
+    decomposition_markdown,
+    rollout_markdown,
+    write_comparison_csv,
+)
 
 SECTIONS = ("Error handling", "Monitoring", "Security", "Quality gates", "Infrastructure",
             "End-to-end", "Resilience", "Uncertainty scores")
@@ -74,19 +83,27 @@ def _resilience_checks(res: dict, g: GateConfig) -> list[Check]:
     ]
 
 
-def _quality_checks(r: dict, g: GateConfig) -> list[Check]:
+def _quality_checks(r: dict, cfg: PipelineConfig) -> list[Check]:
+    g, level = cfg.gates, cfg.eval.level
     qg, mon = "Quality gates", "Monitoring"
     checks = [gate(qg, f"expectations met on {v['split']}", f"{v['successful']}/{v['evaluated']}",
                    v["successful"] == v["evaluated"], "all") for v in r["validation"]]
+    pct = round(100 * level)
     for m in r["evaluation"]:
         rel = m["scores"]["rel_l2"]
-        checks.append(gate(qg, f"{m['method']}: relative L2 of the mean on test", round(rel, 5),
+        checks.append(gate(qg, f"{m['label']}: relative L2 of the mean on test", round(rel, 5),
                            rel <= g.max_rel_l2, f"<= {g.max_rel_l2}"))
-        if m["probabilistic"]:
-            cov = m["scores"]["coverage_90"]
-            checks.append(gate(qg, f"{m['method']}: empirical coverage of 90% intervals",
-                               round(cov, 4), g.min_coverage <= cov <= g.max_coverage,
-                               f"in [{g.min_coverage}, {g.max_coverage}]"))
+        if not m["probabilistic"]:
+            continue
+        cov = m["scores"][f"coverage_{pct}"]
+        checks.append(gate(qg, f"{m['label']}: empirical coverage of {pct}% intervals",
+                           round(cov, 4), g.min_coverage <= cov <= g.max_coverage,
+                           f"in [{g.min_coverage}, {g.max_coverage}]"))
+        after = m["calibration"]["test"]["after"]["point_coverage"]
+        tol = g.calibration_tolerance
+        checks.append(gate(qg, f"{m['label']}: calibrated (conformal) coverage of {pct}% "
+                           "intervals on test", round(after, 4), abs(after - level) <= tol,
+                           f"in [{level - tol:.3g}, {level + tol:.3g}]"))
     leak = r["leakage"]
     checks.append(gate(qg, "no input shared between samples or splits (leakage)",
                        f"{leak['rows']} samples, {leak['duplicates']} shared", leak["success"],
@@ -96,15 +113,20 @@ def _quality_checks(r: dict, g: GateConfig) -> list[Check]:
         gate(qg, "feature drift share (current vs train, Evidently)",
              round(d["drifted_share"], 3), d["drifted_share"] <= g.max_drift_share,
              f"<= {g.max_drift_share}"),
-        todo(qg, "calibrated (conformal) coverage", "issue 5"),
         todo(qg, "gated promotion in the model registry", "issue 6"),
     ]
     checks += [info(mon, f"drift of {c}", f"{v['method']} = {v['score']:.3g} "
                                           f"(threshold {v['threshold']}), drifted={v['drifted']}")
                for c, v in d["columns"].items()]
+    for m in r["evaluation"]:
+        cur = m["calibration"].get("current")
+        if cur is not None:
+            checks.append(info(mon, f"{m['label']}: calibrated coverage on the current batch",
+                               f"{cur['after']['point_coverage']:.4f} (test "
+                               f"{m['calibration']['test']['after']['point_coverage']:.4f})"))
     for t in r["training"]:
         losses = [h["train_loss"] for h in t["history"]]
-        checks.append(gate(mon, f"{t['method']}: training losses finite",
+        checks.append(gate(mon, f"{t['label']}: training losses finite",
                            f"{len(losses)} epochs, last {losses[-1]:.4g}" if losses else "none",
                            all(math.isfinite(v) for v in losses), "all finite"))
     return checks
@@ -135,7 +157,7 @@ def _infra_checks(r: dict, g: GateConfig) -> list[Check]:
              r["peak_rss_mb"] <= g.max_peak_rss_mb, f"<= {g.max_peak_rss_mb}"),
         info(inf, "pipeline wall time until report (s)", round(r["elapsed_seconds"], 1)),
     ]
-    checks += [info(inf, f"{t['method']}: training", (
+    checks += [info(inf, f"{t['label']}: training", (
         f"{t['epochs_run']} epochs at {t['samples_per_second']:.1f} samples/s"
         if t["epochs_run"] else "reused a finished checkpoint")
         + (f", resumed from epoch {t['resumed_from_epoch']}" if t["resumed_from_epoch"] else ""))
@@ -159,10 +181,10 @@ def _score_checks(r: dict) -> list[Check]:
     checks = []
     for m in r["evaluation"]:
         for k, v in m["scores"].items():
-            checks.append(info("Uncertainty scores", f"{m['method']}: {k}",
+            checks.append(info("Uncertainty scores", f"{m['label']}: {k}",
                                v if isinstance(v, int) else round(v, 6)))
         if not m["probabilistic"]:
-            checks.append(info("Uncertainty scores", f"{m['method']}: NLL, coverage",
+            checks.append(info("Uncertainty scores", f"{m['label']}: NLL, coverage",
                                "not defined: deterministic model, no predictive distribution"))
     return checks
 
@@ -170,7 +192,7 @@ def _score_checks(r: dict) -> list[Check]:
 def build_report(results: dict, cfg: PipelineConfig) -> dict:
     """The report as a JSON-ready dict: checks, overall status, scores."""
     g = cfg.gates
-    checks = (_resilience_checks(results["resilience"], g) + _quality_checks(results, g)
+    checks = (_resilience_checks(results["resilience"], g) + _quality_checks(results, cfg)
               + _infra_checks(results, g) + _score_checks(results))
     gates = [c for c in checks if c.gate]
     failed = [c for c in gates if c.status == "FAIL"]
@@ -183,38 +205,34 @@ def build_report(results: dict, cfg: PipelineConfig) -> dict:
         "not_implemented": [f"{c.section}: {c.name}" for c in checks
                             if c.status == "NOT_IMPLEMENTED"],
         "checks": [asdict(c) for c in checks],
-        "scores": {m["method"]: m["scores"] for m in results["evaluation"]},
-        "comparison": _comparison(results),
+        "scores": {m["label"]: m["scores"] for m in results["evaluation"]},
+        "comparison": comparison_rows(results["evaluation"], results["training"]),
+        "evaluation": [{k: m[k] for k in ("label", "method", "probabilistic", "calibration",
+                                          "decomposition", "rollout", "curves",
+                                          "current_scores", "plots") if k in m}
+                       for m in results["evaluation"]],
+        "figures": [*results["comparison_plots"],
+                    *[p for m in results["evaluation"] for p in m["plots"]]],
+        "pde": cfg.data.pde, "level": cfg.eval.level, "setting": _setting(cfg),
+        "step_time": _step_time(cfg),
     }
 
 
-COMPARED = ("rel_l2", "crps", "energy_score", "nll", "coverage_90", "width_90")
+def _setting(cfg: PipelineConfig) -> str:
+    d, t = cfg.data, cfg.train
+    grid = "x".join(str(n) for n in d.spatial_shape)
+    return (f"{d.pde} at {grid} (trained and tested at that grid), {d.n_train} training "
+            f"samples, at most {t.epochs} epochs ({t.pno_epochs} for energy-score methods), "
+            f"width {cfg.model.width}, {cfg.model.modes} modes, CPU")
 
 
-def _comparison(r: dict) -> list[dict]:
-    """One row per method: test scores (None where a deterministic method has no distribution)
-    and what its training cost."""
-    training = {t["method"]: t for t in r["training"]}
-    rows = []
-    for m in r["evaluation"]:
-        t = training[m["method"]]
-        rows.append({"method": m["method"], "probabilistic": m["probabilistic"],
-                     **{k: m["scores"].get(k) for k in COMPARED},
-                     "epochs": len(t["history"]), "stopped_early": t["stopped_early"],
-                     "train_seconds": round(sum(h.get("seconds", 0.0) for h in t["history"]), 1)})
-    return rows
+def _step_time(cfg: PipelineConfig) -> float | None:
+    """Time covered by one model step (t_final) for a time-dependent PDE."""
+    from pdes.registry import get_spec, resolve_params
 
-
-def _comparison_markdown(rows: list[dict]) -> list[str]:
-    head = ["method", *COMPARED, "epochs", "train s"]
-    lines = ["## Method comparison (test split)", "", "| " + " | ".join(head) + " |",
-             "|" + "---|" * len(head)]
-    for row in rows:
-        vals = ["-" if row[k] is None else f"{row[k]:.4g}" for k in COMPARED]
-        epochs = f"{row['epochs']}{' (early stop)' if row['stopped_early'] else ''}"
-        lines.append(f"| {row['method']} | " + " | ".join(vals)
-                     + f" | {epochs} | {row['train_seconds']} |")
-    return [*lines, "", "`-`: not defined for a deterministic method.", ""]
+    if not get_spec(cfg.data.pde).time_dependent:
+        return None
+    return resolve_params(cfg.data.pde, cfg.data.params)["t_final"]
 
 
 def render_markdown(report: dict) -> str:
@@ -226,7 +244,14 @@ def render_markdown(report: dict) -> str:
              f"{len(report['not_implemented'])} checks not implemented)", ""]
     if report["failed_gates"]:
         lines += ["Failed gates:", *[f"- {f}" for f in report["failed_gates"]], ""]
-    lines += _comparison_markdown(report["comparison"])
+    ev, level = report["evaluation"], report["level"]
+    lines += comparison_markdown(report["comparison"])
+    lines += calibration_markdown(ev, level) + decomposition_markdown(ev)
+    lines += rollout_markdown(ev, level, report["step_time"])
+    if report["pde"] == "darcy":
+        lines += anchors_markdown(report["comparison"], report["setting"])
+    lines += ["## Figures", "", *[f"- [{Path(p).name}](plots/{Path(p).name})"
+                                  for p in report["figures"]], ""]
     for section in SECTIONS:
         rows = [c for c in report["checks"] if c["section"] == section]
         lines += [f"## {section}", "", "| check | measured | threshold | status |",
@@ -249,6 +274,7 @@ def write_report(results: dict, cfg: PipelineConfig, run_dir: Path, tracking_uri
     json_path, md_path = run_dir / "report.json", run_dir / "report.md"
     json_path.write_text(json.dumps(report, indent=1, default=str))
     md_path.write_text(render_markdown(report))
-    return {"json": str(json_path), "markdown": str(md_path),
+    csv_path = write_comparison_csv(report["comparison"], run_dir / "comparison.csv")
+    return {"json": str(json_path), "markdown": str(md_path), "csv": str(csv_path),
             "overall_status": report["overall_status"], "gates_passed": report["gates_passed"],
             "gates_total": report["gates_total"], "failed_gates": report["failed_gates"]}

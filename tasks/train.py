@@ -29,23 +29,26 @@ def load_tensors(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
             torch.as_tensor(ds.targets, dtype=torch.float32))
 
 
-def method_configs(method: str, cfg: PipelineConfig, x: torch.Tensor,
-                   y: torch.Tensor) -> tuple[MethodConfig, TrainConfig]:
+def method_configs(method: str, cfg: PipelineConfig, x: torch.Tensor, y: torch.Tensor,
+                   seed: int | None = None) -> tuple[MethodConfig, TrainConfig]:
     """Network and optimisation settings of ``method`` for inputs ``x`` and targets ``y``
-    (B, C, *spatial): one backbone for all FNO-based methods, each with its own loss."""
+    (B, C, *spatial): one backbone for all FNO-based methods, each with its own loss;
+    ``seed`` (default ``train.seed``) seeds the initialisation and the batches."""
     m, t = cfg.model, cfg.train
     backbone = FNOConfig(in_channels=x.shape[1], out_channels=y.shape[1], dim=x.ndim - 2,
                          width=m.width, modes=m.modes, n_layers=m.n_layers, padding=m.padding,
                          projection_width=m.projection_width, dropout=m.dropout)
     method_cfg = MethodConfig(
         method=method, backbone=backbone, train_samples=t.train_samples,
-        ensemble_size=m.ensemble_size, kl_weight=m.kl_weight, prior_std=m.prior_std,
+        ensemble_size=m.ensemble_size, ensemble_member=m.ensemble_member,
+        kl_weight=m.kl_weight, prior_std=m.prior_std,
         deeponet_basis=m.deeponet_basis, deeponet_width=m.deeponet_width,
         deeponet_layers=m.deeponet_layers, resolution=tuple(x.shape[2:]))
     train_cfg = TrainConfig(epochs=t.pno_epochs if method in ENERGY_METHODS else t.epochs,
                             batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
                             grad_clip=t.grad_clip, plateau_patience=t.plateau_patience,
-                            early_stop_patience=t.early_stop_patience, seed=t.seed)
+                            early_stop_patience=t.early_stop_patience,
+                            seed=t.seed if seed is None else seed)
     return method_cfg, train_cfg
 
 
@@ -97,44 +100,47 @@ def _not_retryable(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's ho
     return False
 
 
-@task(name="train-model", task_run_name="train-{method}", retries=1,
+@task(name="train-model", task_run_name="train-{method}-seed{seed}", retries=1,
       retry_condition_fn=_not_retryable)
 def train_model(method: str, cfg: PipelineConfig, train_split: dict, val_split: dict,
-                checkpoint_dir: Path, run_id: str) -> dict:
-    """Train, resume or reuse one method (``*_split``: the data stage's records, with path and
-    content hash); per-epoch losses go to the log and to MLflow."""
+                checkpoint_dir: Path, run_id: str, seed: int | None = None) -> dict:
+    """Train, resume or reuse one method with one seed (``*_split``: the data stage's records,
+    with path and content hash; ``seed`` default ``train.seed``); per-epoch losses go to the log
+    and to MLflow."""
     logger = task_logger()
+    seed = cfg.train.seed if seed is None else seed
     torch.set_num_threads(cfg.torch_threads)
     x_tr, y_tr = load_tensors(train_split["path"])
     x_val, y_val = load_tensors(val_split["path"])
-    method_cfg, train_cfg = method_configs(method, cfg, x_tr, y_tr)
+    method_cfg, train_cfg = method_configs(method, cfg, x_tr, y_tr, seed)
+    label = cfg.train.label(method, seed)
     ckpt = checkpoint_path(checkpoint_dir, method_cfg, train_cfg,
                            [train_split["content_hash"], val_split["content_hash"]])
     tracking_uri = cfg.resolved_tracking_uri()
-    progress = Progress(method, train_cfg.epochs)
+    progress = Progress(label, train_cfg.epochs)
 
     def on_epoch(rec: dict) -> None:
         progress.epoch(rec)
-        log_metrics(tracking_uri, run_id, {f"{method}.train_loss": rec["train_loss"],
-                                           f"{method}.val_loss": rec["val_loss"],
-                                           f"{method}.lr": rec["lr"]}, step=rec["epoch"])
+        log_metrics(tracking_uri, run_id, {f"{label}.train_loss": rec["train_loss"],
+                                           f"{label}.val_loss": rec["val_loss"],
+                                           f"{label}.lr": rec["lr"]}, step=rec["epoch"])
 
     t0 = time.perf_counter()
     try:
         result = train(build_surrogate(method_cfg, seed=train_cfg.seed),
                        (x_tr, y_tr, x_val, y_val), train_cfg, ckpt, on_epoch, progress.batch)
     except TrainingInterrupted as e:
-        logger.warning("%s: %s", method, e)
+        logger.warning("%s: %s", label, e)
         raise
     finally:
         progress.close()
     seconds = time.perf_counter() - t0
     rate = result.epochs_run * x_tr.shape[0] / seconds if result.epochs_run else None
     if result.resumed_from_epoch:
-        logger.info("%s: resumed from %s at epoch %d", method, ckpt, result.resumed_from_epoch)
+        logger.info("%s: resumed from %s at epoch %d", label, ckpt, result.resumed_from_epoch)
     logger.info("%s: %d epochs trained in %.1f s (%s samples/s)%s, best val %.4g at epoch %d",
-                method, result.epochs_run, seconds, f"{rate:.1f}" if rate else "-",
+                label, result.epochs_run, seconds, f"{rate:.1f}" if rate else "-",
                 ", stopped early" if result.stopped_early else "", result.best_val,
                 result.best_epoch + 1)
-    return {"method": method, "checkpoint": str(ckpt), "seconds": seconds,
-            "samples_per_second": rate, **asdict(result)}
+    return {"method": method, "label": label, "seed": seed, "checkpoint": str(ckpt),
+            "seconds": seconds, "samples_per_second": rate, **asdict(result)}

@@ -41,7 +41,8 @@ def test_run_produces_an_mlflow_run_with_every_artifact(first_run):
     assert "fno.coverage_90" not in run.data.metrics  # a deterministic model claims no coverage
     artifacts = list_artifacts(uri, run_id)
     for expected in ("report/report.json", "report/report.md", "expectations/gx_train.json",
-                     "drift/drift_report.html", "plots/pno-dropout_sample0.png"):
+                     "drift/drift_report.html", "plots/pno-dropout_sample.png",
+                     "plots/reliability.png", "plots/pit.png", "report/comparison.csv"):
         assert expected in artifacts, expected
     assert any(a.startswith("checkpoints/pno-dropout-") for a in artifacts)
     # artifacts live beside the SQLite store, not in the working directory
@@ -131,6 +132,31 @@ def test_every_pde_runs_the_whole_pipeline(prefect_server, tmp_path: Path, pde: 
     assert checks["expectations met on train"]["status"] == "PASS"
     assert checks["no input shared between samples or splits (leakage)"]["status"] == "PASS"
     assert report["scores"]["pno-dropout"]["n"] == 8
+    # rollouts over the rollout split, calibrated coverage gated, every figure on disk
+    steps = cfg.data.rollout_steps
+    rollouts = {e["label"]: e["rollout"] for e in report["evaluation"]}
+    assert len(rollouts["pno-dropout"]["steps"]) == len(rollouts["fno"]["steps"]) == steps
+    assert rollouts["pno-dropout"]["steps"][0]["relative_spread"] > 0
+    assert "calibrated (conformal) coverage" in " ".join(checks)
+    assert all(Path(p).is_file() for p in report["figures"])
+    assert any(p.endswith("rollout.png") for p in report["figures"])
+
+
+def test_seeds_give_mean_and_spread_in_the_comparison(prefect_server, tmp_path: Path):
+    import csv
+
+    result = robustness_pipeline(smoke(tmp_path, "s", train={"n_seeds": 2}))
+    report = json.loads(Path(result["report"]["json"]).read_text())
+    labels = {f"{m}-seed{s}" for m in ("fno", "pno-dropout") for s in (0, 1)}
+    assert set(report["scores"]) == labels
+    row = next(r for r in report["comparison"] if r["method"] == "pno-dropout")
+    reps = [report["scores"][f"pno-dropout-seed{s}"]["crps"] for s in (0, 1)]
+    assert row["n_seeds"] == 2 and reps[0] != reps[1]
+    assert row["crps"] == pytest.approx(sum(reps) / 2)
+    assert row["crps_std"] == pytest.approx(abs(reps[0] - reps[1]) / 2**0.5)
+    assert "±" in Path(result["report"]["markdown"]).read_text()
+    with open(result["report"]["csv"]) as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["fno", "pno-dropout"]
 
 
 def test_every_method_runs_the_whole_pipeline(prefect_server, tmp_path: Path):

@@ -7,6 +7,7 @@ estimators materialise all ensemble pairs, so they are an independent check of t
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -16,10 +17,19 @@ import torch
 from scipy import stats
 
 from model import metrics
+from model.intervals import (
+    calibration_error,
+    interval_score,
+    pit,
+    pit_histogram,
+    quantile_calibration,
+    sharpness,
+)
 from model.metrics import (
     ScoreAccumulator,
     coverage_and_width,
     crps_ensemble,
+    crps_gaussian,
     energy_score,
     gaussian_nll,
     interval,
@@ -75,12 +85,26 @@ def test_relative_l2_backprop() -> None:
 
 
 @pytest.mark.parametrize("s", [2, 3, 10, 33])
-def test_crps_matches_scoringrules_nrg(s: int) -> None:
-    samples, target = _ensemble(s=s)
-    expected = sr.crps_ensemble(target.numpy(), samples.numpy(), m_axis=0, estimator="nrg")
-    got = crps_ensemble(samples, target)
+@pytest.mark.parametrize("field", [(7,), (2, 5, 6)])
+@pytest.mark.parametrize("fair", [False, True])
+def test_crps_matches_scoringrules(s: int, field: tuple[int, ...], fair: bool) -> None:
+    samples, target = _ensemble(s=s, field=field)
+    estimator = "fair" if fair else "nrg"
+    expected = sr.crps_ensemble(target.numpy(), samples.numpy(), m_axis=0, estimator=estimator)
+    got = crps_ensemble(samples, target, fair=fair)
     assert got.shape == target.shape
     np.testing.assert_allclose(got.numpy(), expected, rtol=RTOL, atol=1e-12)
+
+
+@pytest.mark.parametrize("s", [2, 5])
+def test_crps_fair_matches_pair_definition(s: int) -> None:
+    """Literal double sum with the 1 / (2 S (S - 1)) pair constant, independent of scoringrules."""
+    samples, target = _ensemble(s=s, b=2, field=(3,))
+    x, y = samples.numpy(), target.numpy()
+    pair = np.abs(x[:, None] - x[None, :]).sum(axis=(0, 1))
+    expected = np.abs(x - y).mean(axis=0) - pair / (2 * s * (s - 1))
+    np.testing.assert_allclose(crps_ensemble(samples, target, fair=True).numpy(), expected,
+                               rtol=RTOL)
 
 
 def test_crps_single_sample_is_absolute_error() -> None:
@@ -88,6 +112,8 @@ def test_crps_single_sample_is_absolute_error() -> None:
     np.testing.assert_allclose(
         crps_ensemble(samples, target).numpy(), (samples[0] - target).abs().numpy(), rtol=RTOL
     )
+    with pytest.raises(ValueError, match=r"at least 2.*\(1, 4, 2, 5, 6\)"):
+        crps_ensemble(samples, target, fair=True)
 
 
 def test_crps_large_offset_is_stable_in_float32() -> None:
@@ -98,14 +124,39 @@ def test_crps_large_offset_is_stable_in_float32() -> None:
     torch.testing.assert_close(shifted.double(), ref, rtol=0, atol=2e-4)
 
 
-def test_crps_approaches_closed_form_normal() -> None:
+@pytest.mark.parametrize("fair", [False, True])
+def test_crps_ensemble_approaches_crps_gaussian(fair: bool) -> None:
     rng = np.random.default_rng(11)
     mu, sigma = 0.7, 1.3
     target = torch.tensor([[-2.0, 0.0, 0.7, 1.5, 4.0], [0.2, -0.5, 2.5, 1.0, -1.0]])
+    target = target.double()
     draws = torch.from_numpy(rng.normal(mu, sigma, size=(200_000, *target.shape)))
-    got = crps_ensemble(draws, target.double()).numpy()
-    expected = sr.crps_normal(target.numpy(), mu, sigma)
-    np.testing.assert_allclose(got, expected, rtol=0.02)
+    got = crps_ensemble(draws, target, fair=fair).numpy()
+    closed = crps_gaussian(torch.full_like(target, mu), torch.full_like(target, sigma), target)
+    np.testing.assert_allclose(got, closed.numpy(), rtol=0.02)
+    np.testing.assert_allclose(got, sr.crps_normal(target.numpy(), mu, sigma), rtol=0.02)
+
+
+@pytest.mark.parametrize("shape", [(6,), (4, 3, 5), (2, 2, 3, 4)])
+def test_crps_gaussian_matches_scoringrules(shape: tuple[int, ...]) -> None:
+    mean, target = 2.0 * _rand(*shape, seed=12), 3.0 * _rand(*shape, seed=13)
+    std = _rand(*shape, seed=14).abs() + 0.05
+    got = crps_gaussian(mean, std, target)
+    assert got.shape == target.shape
+    expected = sr.crps_normal(target.numpy(), mean.numpy(), std.numpy())
+    np.testing.assert_allclose(got.numpy(), expected, rtol=RTOL)
+
+
+def test_crps_gaussian_zero_spread_and_gradients() -> None:
+    mean = _rand(3, 4, seed=15).requires_grad_()
+    std = torch.zeros(3, 4, dtype=torch.float64, requires_grad=True)
+    target = _rand(3, 4, seed=16)
+    score = crps_gaussian(mean, std, target)
+    torch.testing.assert_close(score, (target - mean).abs())  # the point-forecast limit
+    score.sum().backward()
+    assert torch.isfinite(mean.grad).all() and torch.isfinite(std.grad).all()
+    with pytest.raises(ValueError, match="std"):
+        crps_gaussian(mean, -torch.ones(3, 4), target)
 
 
 # ------------------------------------------------------------------------------------------
@@ -277,6 +328,8 @@ def test_functions_keep_dtype(dtype: torch.dtype) -> None:
         relative_l2(samples[0], target),
         rmse(samples[0], target),
         crps_ensemble(samples, target),
+        crps_ensemble(samples, target, fair=True),
+        crps_gaussian(target, target.abs() + 1, target),
         energy_score(samples, target),
         energy_score(samples, target, fair=True),
         gaussian_nll(target, target.abs() + 1, target),
@@ -295,6 +348,8 @@ def test_shape_mismatches_raise_value_error() -> None:
         lambda: relative_l2(samples[0], bad_target),
         lambda: rmse(samples[0], bad_target),
         lambda: crps_ensemble(samples, bad_target),
+        lambda: crps_ensemble(samples, bad_target, fair=True),
+        lambda: crps_gaussian(target, target, bad_target),
         lambda: energy_score(samples, bad_target),
         lambda: gaussian_nll(target, target, bad_target),
         lambda: coverage_and_width(samples, bad_target),
@@ -315,6 +370,7 @@ def test_proper_scores_prefer_the_true_distribution() -> None:
     underdispersed = 0.3 * good
     for fn in (
         lambda x: crps_ensemble(x, target).mean(),
+        lambda x: crps_ensemble(x, target, fair=True).mean(),
         lambda x: energy_score(x, target).mean(),
         lambda x: energy_score(x, target, fair=True).mean(),
     ):
@@ -327,6 +383,21 @@ def test_proper_scores_prefer_the_true_distribution() -> None:
 # ------------------------------------------------------------------------------------------
 
 
+_LEVEL_PCTS = (50, 80, 90, 95, 99)
+_PROBABILISTIC_KEYS = {
+    "rel_l2",
+    "rmse",
+    "crps",
+    "crps_fair",
+    "energy_score",
+    "nll",
+    "sharpness",
+    *(f"{name}_{pct}" for pct in _LEVEL_PCTS for name in ("coverage", "width", "interval_score")),
+    "ece",
+    "n",
+}
+
+
 def test_accumulator_is_independent_of_batch_split() -> None:
     samples, target = _ensemble(s=8, b=10)
     whole = ScoreAccumulator()
@@ -335,34 +406,86 @@ def test_accumulator_is_independent_of_batch_split() -> None:
     for lo, hi in ((0, 3), (3, 8), (8, 10)):
         split.update(samples[:, lo:hi], target[lo:hi])
     a, b = whole.compute(), split.compute()
-    assert set(a) == {
-        "rel_l2",
-        "rmse",
-        "crps",
-        "energy_score",
-        "nll",
-        "coverage_90",
-        "width_90",
-        "n",
-    }
+    assert set(a) == _PROBABILISTIC_KEYS
     assert a["n"] == b["n"] == 10
     for key in a:
         assert isinstance(a[key], float | int)
         assert a[key] == pytest.approx(b[key], rel=1e-12)
-    # and the values are the per-field functions averaged over all fields
+    curves_a, curves_b = whole.curves(), split.curves()
+    assert curves_a.keys() == curves_b.keys()
+    for key in ("quantile_levels", "interval_levels", "pit_edges", "pit_hist"):
+        assert curves_a[key] == curves_b[key]  # the PIT generator draws in point order
+    for key in ("quantile_shares", "interval_coverage"):
+        assert curves_a[key] == pytest.approx(curves_b[key], rel=1e-12)
+
+
+def test_accumulator_matches_the_per_field_functions() -> None:
+    samples, target = _ensemble(s=8, b=10)
+    acc = ScoreAccumulator(seed=3)
+    acc.update(samples[:, :4], target[:4])
+    acc.update(samples[:, 4:], target[4:])
+    out, curves = acc.compute(), acc.curves()
     mean, std = sample_stats(samples)
-    cov, width = coverage_and_width(samples, target)
     expected = {
         "rel_l2": relative_l2(mean, target).mean(),
         "rmse": rmse(mean, target).mean(),
         "crps": crps_ensemble(samples, target).mean(),
+        "crps_fair": crps_ensemble(samples, target, fair=True).mean(),
         "energy_score": energy_score(samples, target).mean(),
         "nll": gaussian_nll(mean, std, target).mean(),
-        "coverage_90": cov.mean(),
-        "width_90": width.mean(),
+        "sharpness": sharpness(samples).mean(),
     }
+    coverages = []
+    for pct in _LEVEL_PCTS:
+        level = pct / 100
+        cov, width = coverage_and_width(samples, target, level)
+        coverages.append(float(cov.mean()))
+        expected[f"coverage_{pct}"] = cov.mean()
+        expected[f"width_{pct}"] = width.mean()
+        expected[f"interval_score_{pct}"] = interval_score(
+            *interval(samples, level), target, level
+        ).mean()
+    shares = quantile_calibration(samples, target).mean(dim=1)
+    expected["ece"] = calibration_error(shares)
     for key, value in expected.items():
-        assert a[key] == pytest.approx(float(value), rel=1e-10)
+        assert out[key] == pytest.approx(float(value), rel=1e-10), key
+    # the curves: same quantile levels and shares, coverages, and the PIT of the same generator
+    assert curves["quantile_levels"] == pytest.approx([k / 20 for k in range(1, 20)], abs=0)
+    assert curves["quantile_shares"] == pytest.approx(shares.tolist(), rel=1e-12)
+    assert curves["interval_levels"] == [0.5, 0.8, 0.9, 0.95, 0.99]
+    assert curves["interval_coverage"] == pytest.approx(coverages, rel=1e-12)
+    pit_values = pit(samples, target, generator=torch.Generator().manual_seed(3))
+    assert curves["pit_hist"] == pit_histogram(pit_values, 20).tolist()
+    assert sum(curves["pit_hist"]) == target.numel()
+    assert curves["pit_edges"] == pytest.approx(np.linspace(0, 1, 21).tolist(), abs=1e-15)
+    assert json.loads(json.dumps(curves)) == curves  # plain lists of floats and ints
+
+
+def test_accumulator_levels_and_pit_options() -> None:
+    samples, target = _ensemble(s=5, b=4)
+    acc = ScoreAccumulator(level=0.75, levels=(0.9, 0.5), quantile_levels=(0.25, 0.5, 0.75),
+                           pit_bins=4)
+    acc.update(samples, target)
+    out, curves = acc.compute(), acc.curves()
+    assert {key for key in out if key.startswith("coverage_")} == {
+        "coverage_50",
+        "coverage_75",
+        "coverage_90",
+    }
+    assert curves["interval_levels"] == [0.5, 0.75, 0.9]
+    assert len(curves["quantile_shares"]) == 3 and len(curves["pit_hist"]) == 4
+    assert acc.level == 0.75
+    with pytest.raises(ValueError, match="clashing"):
+        ScoreAccumulator(levels=(0.9, 0.899))
+    with pytest.raises(ValueError, match="levels"):
+        ScoreAccumulator(levels=(0.5, 1.5))
+    with pytest.raises(ValueError, match="pit_bins"):
+        ScoreAccumulator(pit_bins=0)
+    # another seed gives another randomisation, but the same counts in total
+    other = ScoreAccumulator(level=0.75, levels=(0.9, 0.5), quantile_levels=(0.25, 0.5, 0.75),
+                             pit_bins=4, seed=1)
+    other.update(samples, target)
+    assert sum(other.curves()["pit_hist"]) == sum(curves["pit_hist"]) == target.numel()
 
 
 def test_accumulator_deterministic_mode_reports_only_error_keys() -> None:
@@ -377,6 +500,8 @@ def test_accumulator_deterministic_mode_reports_only_error_keys() -> None:
     assert out["crps"] == pytest.approx(float((pred - target).abs().mean()), rel=1e-12)
     assert out["energy_score"] == pytest.approx(float(rmse(pred, target).mean()), rel=1e-12)
     assert out["rel_l2"] == pytest.approx(float(relative_l2(pred, target).mean()), rel=1e-12)
+    with pytest.raises(ValueError, match="deterministic accumulator"):
+        acc.curves()
 
 
 def test_accumulator_rejects_mixing_and_bad_calls() -> None:
@@ -393,8 +518,10 @@ def test_accumulator_rejects_mixing_and_bad_calls() -> None:
         ScoreAccumulator().update(None, target)  # no prediction at all
     with pytest.raises(ValueError, match="S >= 2"):
         ScoreAccumulator().update(samples[:1], target)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="before any update"):
         ScoreAccumulator().compute()
+    with pytest.raises(ValueError, match="before any update"):
+        ScoreAccumulator().curves()
 
 
 def test_accumulator_level_names_and_mean_override() -> None:
