@@ -13,11 +13,13 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from pno.config import PipelineConfig
+from pno.config import PipelineConfig, RunnerConfig
+from pno.runners import build_task_runner, forward_stop_signals, warn_if_other_runner
 from tasks.data import generate_split
 from tasks.drift import detect_drift
 from tasks.evaluate import evaluate_model, plot_comparison
-from tasks.report import write_report
+from tasks.promotion import compare_with_champion, register_model_version
+from tasks.report import record_promotion, write_report
 from tasks.resilience import attempts, guarded_predict, load_test, reload_checkpoint
 from tasks.tracking import finish_run, log_model, log_to_run, start_run
 from tasks.train import train_model
@@ -26,8 +28,8 @@ from tasks.validate import check_leakage, validate_split
 
 def expected_artifacts(served: str) -> list[str]:
     """Artifact path prefixes the MLflow run must hold at the end (checked by the report)."""
-    return ["expectations/gx_train.json", "drift/drift_report.html", "plots/",
-            f"checkpoints/{served}-"]
+    return ["expectations/gx_train.json", "reference/features_train.csv",
+            "drift/drift_report.html", "plots/", f"checkpoints/{served}-"]
 
 
 def _resilience(cfg: PipelineConfig, checkpoint: str, test_path: str, run_dir: Path) -> dict:
@@ -55,10 +57,13 @@ def _resilience(cfg: PipelineConfig, checkpoint: str, test_path: str, run_dir: P
     }
 
 
-@flow(name="robustness-pipeline", log_prints=True)
+# the fan-out goes through the task runner: threads one at a time unless pno run picks another
+@flow(name="robustness-pipeline", log_prints=True,
+      task_runner=build_task_runner(RunnerConfig()))
 def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
     """Run every stage on ``config`` (defaults when None); returns paths, run id and status."""
     cfg = config or PipelineConfig()
+    warn_if_other_runner(cfg.runner)
     t0 = time.perf_counter()
     run_name = f"robustness-{datetime.now(UTC):%Y%m%d-%H%M%S}-{flow_run.name}"
     out = cfg.output_dir.resolve()
@@ -72,15 +77,20 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
         leakage = check_leakage({s: v["features"] for s, v in validation.items()},
                                 run_dir / "expectations")
         log_to_run(uri, run_id, {"expectations": [v["result"] for v in validation.values()]
-                                 + [leakage["result"]]})
-        training = [train_model(m, cfg, data["train"], data["val"], out / "checkpoints", run_id,
-                                seed=seed) for m in cfg.train.methods for seed in cfg.train.seeds]
+                                 + [leakage["result"]],
+                                 "reference": [validation["train"]["features"]]})  # for monitors
+        with forward_stop_signals():  # SIGTERM/Ctrl-C reach training in the runner's threads
+            training = [f.result() for f in [
+                train_model.submit(m, cfg, data["train"], data["val"], out / "checkpoints",
+                                   run_id, seed=seed)
+                for m in cfg.train.methods for seed in cfg.train.seeds]]
         ckpt = {t["label"]: t["checkpoint"] for t in training}
         log_to_run(uri, run_id, {"checkpoints": list(ckpt.values())})
         eval_splits = {s: data[s]["path"] for s in ("calib", "test", "current", "rollout")
                        if s in data}
-        evaluation = [evaluate_model(label, path, eval_splits, cfg, run_dir, run_id)
-                      for label, path in ckpt.items()]
+        evaluation = [f.result() for f in [
+            evaluate_model.submit(label, path, eval_splits, cfg, run_dir, run_id)
+            for label, path in ckpt.items()]]
         comparison_plots = plot_comparison(evaluation, cfg, run_dir, run_id)
         drift = detect_drift(validation["train"]["features"], validation["current"]["features"],
                              cfg.drift.columns_for(cfg.data.pde), cfg.drift.drift_share,
@@ -100,11 +110,18 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
             "elapsed_seconds": time.perf_counter() - t0,
             "expected_artifacts": expected_artifacts(cfg.train.served_method),
             "served_method": served,
+            "champion": compare_with_champion(uri, cfg.registered_model_name, served, evaluation,
+                                              cfg.registry.max_rel_l2_vs_champion),
         }
         report = write_report(results, cfg, run_dir, uri)
+        promotion = register_model_version(uri, run_id, logged_model, results["champion"],
+                                           report, ckpt[served])
+        report = record_promotion(report, promotion)
         log_to_run(uri, run_id, {"report": [report["json"], report["markdown"], report["csv"]]},
                    {"report.gates_passed": report["gates_passed"],
-                    "report.gates_total": report["gates_total"]})
+                    "report.gates_total": report["gates_total"],
+                    "registry.version": int(promotion["version"]),
+                    "registry.promoted": int(promotion["promoted"])})
     except BaseException:
         # keep what the stages wrote (e.g. the GX result of data that failed) with the run
         if run_dir.exists():

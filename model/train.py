@@ -10,9 +10,10 @@ Nothing is lost on failure:
   training configs, weights, optimiser, scheduler, epoch, best weights, history and the RNG state,
   loaded back with ``weights_only=True``; a run killed at any point (SIGKILL included) resumes
   from it and reaches the same weights as an uninterrupted run;
-- SIGTERM or Ctrl-C (in the main thread) finish the current batch, checkpoint mid-epoch (the
-  epoch's shuffle and position included) and raise :class:`TrainingInterrupted`; a second Ctrl-C
-  stops at once;
+- SIGTERM or Ctrl-C (in the main thread, or forwarded to worker threads by
+  :class:`ForwardStopSignals`) finish the current batch, checkpoint mid-epoch (the epoch's
+  shuffle and position included) and raise :class:`TrainingInterrupted`; a second Ctrl-C stops
+  at once;
 - a non-finite loss raises ``FloatingPointError`` naming the epoch and batch; the last good
   checkpoint is kept, and the error is not something to retry.
 """
@@ -82,10 +83,16 @@ class TrainingInterrupted(RuntimeError):
     """Training stopped on request (SIGTERM, Ctrl-C) after writing a checkpoint."""
 
 
+#: stop requests of trainings running outside the main thread (a thread task runner's workers)
+_THREAD_STOPS: set[GracefulStop] = set()
+_THREAD_STOPS_LOCK = threading.Lock()
+
+
 class GracefulStop:
-    """A stop request: set by SIGTERM/SIGINT while in ``with`` (main thread only; elsewhere the
-    handlers cannot be installed and only :meth:`request` sets it). A second signal restores the
-    previous handler and raises ``KeyboardInterrupt`` at once."""
+    """A stop request: set by SIGTERM/SIGINT while in ``with``. In the main thread it installs
+    the handlers; in another thread (where handlers cannot be installed) it registers itself so
+    that :class:`ForwardStopSignals` in the main thread passes signals on, and :meth:`request`
+    sets it. A second signal restores the previous handler and raises ``KeyboardInterrupt``."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -107,12 +114,58 @@ class GracefulStop:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+        else:
+            with _THREAD_STOPS_LOCK:
+                _THREAD_STOPS.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        with _THREAD_STOPS_LOCK:
+            _THREAD_STOPS.discard(self)
+
+
+class ForwardStopSignals:
+    """Main thread only: while in ``with``, SIGTERM/SIGINT request a stop of every training
+    running in another thread of this process (tasks of a thread task runner), which then
+    checkpoints and raises :class:`TrainingInterrupted`. With no such training, or on a second
+    signal, the previous handler acts (SIGTERM's default ends the process, Ctrl-C raises
+    ``KeyboardInterrupt``). Outside the main thread it does nothing."""
+
+    def __init__(self) -> None:
+        self.forwarded: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        with _THREAD_STOPS_LOCK:
+            stops = list(_THREAD_STOPS)
+        if stops and self.forwarded is None:
+            self.forwarded = signal.Signals(signum).name
+            for stop in stops:
+                stop.request(self.forwarded)
+            return
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        self._restore()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.raise_signal(signum)
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def __enter__(self) -> ForwardStopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in GracefulStop.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

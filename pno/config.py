@@ -225,6 +225,51 @@ class GateConfig(Strict):
     max_peak_rss_mb: float = Field(8000.0, gt=0.0)
 
 
+class RegistryConfig(Strict):
+    """Where each run's served model is registered, and the gate against the current champion."""
+
+    model_name: str | None = Field(None, min_length=1, description="registered model in the "
+                                   "MLflow model registry; None: pno-<pde>")
+    max_rel_l2_vs_champion: float = Field(
+        1.10, gt=0.0, description="the new model's relative L2 on test must be <= this times "
+        "the champion's (1.10: at most 10% worse); the alias 'champion' moves only when every "
+        "gate passes")
+
+    def name_for(self, pde: str) -> str:
+        return self.model_name or f"pno-{pde}"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``uri``, else $MLFLOW_TRACKING_URI, else ``sqlite:///<cwd>/mlflow.db``."""
+    if uri:
+        return uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+class RunnerConfig(Strict):
+    """How the fan-out (training of each method x seed, then their evaluations) runs: Prefect's
+    thread task runner, or prefect-dask's on a local cluster or at an address.
+
+    ``pno run`` builds the runner from these settings; a deployment runs with the flow's
+    default (threads, one at a time) and logs a warning when they ask for another."""
+
+    kind: Literal["threads", "dask"] = Field("threads", description="task runner of the "
+                                             "fan-out (pno run --task-runner)")
+    max_workers: int = Field(1, ge=1, description="threads: tasks at once; 1 keeps runs "
+                             "repeatable (torch's RNG and thread pool are process-wide)")
+    dask_address: str | None = Field(None, description="dask: scheduler address, e.g. "
+                                     "tcp://10.0.0.5:8786; None: a local cluster")
+    dask_workers: int = Field(2, ge=1, description="dask: worker processes of the local "
+                              "cluster (one thread each)")
+
+    @model_validator(mode="after")
+    def _check_address(self) -> RunnerConfig:
+        if self.dask_address and self.kind != "dask":
+            raise ValueError(f"dask_address={self.dask_address!r} needs kind='dask', "
+                             f"got kind={self.kind!r}")
+        return self
+
+
 class PipelineConfig(Strict):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -233,16 +278,59 @@ class PipelineConfig(Strict):
     drift: DriftConfig = DriftConfig()
     resilience: ResilienceConfig = ResilienceConfig()
     gates: GateConfig = GateConfig()
+    registry: RegistryConfig = RegistryConfig()
     output_dir: Path = Field(Path("pno-output"), description="data, checkpoints and reports")
     tracking_uri: str | None = Field(None, description="MLflow URI; None: $MLFLOW_TRACKING_URI "
                                      "or sqlite:///<cwd>/mlflow.db")
     experiment: str = "pno-physics-bench"
     torch_threads: int = Field(2, ge=1)
+    runner: RunnerConfig = RunnerConfig()
 
     def resolved_tracking_uri(self) -> str:
-        if self.tracking_uri:
-            return self.tracking_uri
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+        return resolve_tracking_uri(self.tracking_uri)
+
+    @property
+    def registered_model_name(self) -> str:
+        return self.registry.name_for(self.data.pde)
+
+
+class MonitorConfig(Strict):
+    """The drift monitor: which landing folder it watches and which champion it checks against.
+
+    New HDF5 files (the dataset layout of ``pdes/dataset.py``) dropped into ``landing_dir`` are
+    validated, compared with the champion's training features and scored; the ledger of
+    processed files lives in ``landing_dir/.state/``."""
+
+    landing_dir: Path = Field(Path("pno-output/landing"), description="folder watched for "
+                              "*.h5 / *.hdf5 files (write them elsewhere and move them in)")
+    pde: PDEName = Field("darcy", description="PDE of the monitored model (its drift columns "
+                         "and its default registered name)")
+    model_name: str | None = Field(None, min_length=1, description="registered model whose "
+                                   "'champion' alias is monitored; None: pno-<pde>")
+    tracking_uri: str | None = Field(None, description="MLflow URI; None: $MLFLOW_TRACKING_URI "
+                                     "or sqlite:///<cwd>/mlflow.db")
+    experiment: str = "pno-monitor"
+    output_dir: Path = Field(Path("pno-output/monitor"), description="per-run working files "
+                             "(GX results, drift reports) before they go to MLflow")
+    drift: DriftConfig = DriftConfig()
+    n_samples: int = Field(32, ge=2, description="predictive samples per input when scoring")
+    level: float = Field(0.9, gt=0.0, lt=1.0, description="central interval level of coverage")
+    torch_threads: int = Field(2, ge=1)
+
+    def resolved_tracking_uri(self) -> str:
+        return resolve_tracking_uri(self.tracking_uri)
+
+    @property
+    def registered_model_name(self) -> str:
+        return self.model_name or f"pno-{self.pde}"
+
+    @property
+    def drift_columns(self) -> tuple[str, ...]:
+        return self.drift.columns_for(self.pde)
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.landing_dir / ".state" / "ledger.json"
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -321,7 +409,9 @@ def build_config(preset: str = "default",
         raise ValueError(f"unknown PDE {pde!r}; choose one of {sorted(PDE_DEFAULTS)}")
     merged = _deep_merge(PDE_DEFAULTS[pde], PRESETS[preset])
     if preset == "smoke":
-        merged = _deep_merge(merged, PDE_SMOKE[pde])
+        # a smoke model registers apart: never gated against, nor replacing, a real champion
+        merged = _deep_merge(merged, {**PDE_SMOKE[pde],
+                                      "registry": {"model_name": f"pno-{pde}-smoke"}})
     merged = _deep_merge(merged, overrides)
     try:
         return PipelineConfig.model_validate(merged)

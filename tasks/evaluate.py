@@ -13,6 +13,7 @@ from model.evaluate import EvalSettings, evaluate_method
 from model.train import build_model, load_checkpoint
 from pdes.dataset import load_dataset
 from pno.config import PipelineConfig
+from pno.runtime import keep_freed_memory
 from tasks import task_logger
 from tasks.plots import plot_decomposition, plot_pit, plot_reliability, plot_rollout, plot_sample
 from tasks.tracking import log_artifacts, log_metrics
@@ -35,6 +36,7 @@ def evaluate_model(label: str, checkpoint: str, splits: dict[str, str], cfg: Pip
     """Evaluate one trained method (``splits``: calib, test, current and optionally rollout
     paths); its metrics and pictures go to MLflow."""
     torch.set_num_threads(cfg.torch_threads)
+    keep_freed_memory()  # glibc: no page-fault storm per step (pno/runtime.py)
     model = build_model(load_checkpoint(Path(checkpoint)))
     settings = EvalSettings(**cfg.eval.model_dump(), seed=cfg.data.seed)
     data = {s: load_tensors(splits[s]) for s in ("calib", "test", "current")}

@@ -53,6 +53,23 @@ def todo(section: str, name: str, where: str) -> Check:
     return Check(section, name, None, where, "NOT_IMPLEMENTED", False)
 
 
+def champion_check(c: dict) -> Check:
+    """The gate against the registry's champion (``c``: from ``compare_with_champion``)."""
+    return gate("Quality gates", f"{c['served']}: relative L2 vs the champion of "
+                f"{c['model_name']}", c["value"], c["passed"], c["threshold"])
+
+
+def promotion_check(p: dict) -> Check:
+    """What the registry did with this run's version (``p``: ``register_model_version``)."""
+    if p["promoted"]:
+        before = f"v{p['previous_champion']}" if p["previous_champion"] else "none"
+        value = f"v{p['version']} promoted to champion (champion before: {before})"
+    else:
+        kept = f"v{p['champion']}" if p["champion"] else "no champion"
+        value = f"v{p['version']} not promoted, champion stays {kept}: {p['reason']}"
+    return info("Quality gates", f"promotion in the model registry ({p['model_name']})", value)
+
+
 def _resilience_checks(res: dict, g: GateConfig) -> list[Check]:
     retry, guard, load = res["retry"], res["invalid_input"], res["load"]
     eh, rs, sec = "Error handling", "Resilience", "Security"
@@ -113,7 +130,7 @@ def _quality_checks(r: dict, cfg: PipelineConfig) -> list[Check]:
         gate(qg, "feature drift share (current vs train, Evidently)",
              round(d["drifted_share"], 3), d["drifted_share"] <= g.max_drift_share,
              f"<= {g.max_drift_share}"),
-        todo(qg, "gated promotion in the model registry", "issue 6"),
+        champion_check(r["champion"]),
     ]
     checks += [info(mon, f"drift of {c}", f"{v['method']} = {v['score']:.3g} "
                                           f"(threshold {v['threshold']}), drifted={v['drifted']}")
@@ -242,6 +259,8 @@ def render_markdown(report: dict) -> str:
              f"- **Overall status: {report['overall_status']}** "
              f"({report['gates_passed']}/{report['gates_total']} gates passed, "
              f"{len(report['not_implemented'])} checks not implemented)", ""]
+    if report.get("promotion"):
+        lines.insert(-1, f"- Model registry: {promotion_check(report['promotion']).value}")
     if report["failed_gates"]:
         lines += ["Failed gates:", *[f"- {f}" for f in report["failed_gates"]], ""]
     ev, level = report["evaluation"], report["level"]
@@ -278,3 +297,17 @@ def write_report(results: dict, cfg: PipelineConfig, run_dir: Path, tracking_uri
     return {"json": str(json_path), "markdown": str(md_path), "csv": str(csv_path),
             "overall_status": report["overall_status"], "gates_passed": report["gates_passed"],
             "gates_total": report["gates_total"], "failed_gates": report["failed_gates"]}
+
+
+@task(name="record-promotion")
+def record_promotion(report: dict, promotion: dict) -> dict:
+    """Add the registry's outcome to the written report (``report``: :func:`write_report`'s
+    paths and status): an INFO line and a ``promotion`` entry in report.json, re-rendered
+    report.md. The overall status does not change: promotion follows from it."""
+    json_path = Path(report["json"])
+    full = json.loads(json_path.read_text())
+    full["checks"].append(asdict(promotion_check(promotion)))
+    full["promotion"] = promotion
+    json_path.write_text(json.dumps(full, indent=1, default=str))
+    Path(report["markdown"]).write_text(render_markdown(full))
+    return {**report, "promotion": promotion}

@@ -57,15 +57,21 @@ def log_to_run(tracking_uri: str, run_id: str, artifacts: dict[str, list] | None
     log_metrics(tracking_uri, run_id, metrics or {})
 
 
+def experiment_id(client: MlflowClient, tracking_uri: str, name: str) -> str:
+    """Id of the experiment ``name``, created (artifacts beside a SQLite store) when missing."""
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp else client.create_experiment(
+        name, artifact_location=_artifact_location(tracking_uri))
+
+
 @task(name="start-tracking", retries=2, retry_delay_seconds=[1, 4])
-def start_run(cfg: PipelineConfig, run_name: str) -> dict:
-    """Create the MLflow run of this pipeline run and log the config as params."""
+def start_run(cfg: PipelineConfig, run_name: str, pipeline: str = "robustness") -> dict:
+    """Create the MLflow run of this pipeline run (tag ``pipeline``) and log the config as
+    params."""
     uri = cfg.resolved_tracking_uri()
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(cfg.experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        cfg.experiment, artifact_location=_artifact_location(uri))
-    run = client.create_run(exp_id, run_name=run_name, tags={"pipeline": "robustness"})
+    exp_id = experiment_id(client, uri, cfg.experiment)
+    run = client.create_run(exp_id, run_name=run_name, tags={"pipeline": pipeline})
     params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg).items()]
     for i in range(0, len(params), 100):
         client.log_batch(run.info.run_id, params=params[i:i + 100])

@@ -18,6 +18,7 @@ from model.methods import MethodConfig, build_surrogate
 from model.train import TrainConfig, TrainingInterrupted, train
 from pdes.dataset import load_dataset
 from pno.config import ENERGY_METHODS, PipelineConfig
+from pno.runtime import keep_freed_memory
 from tasks import task_logger
 from tasks.tracking import log_metrics
 
@@ -110,6 +111,7 @@ def train_model(method: str, cfg: PipelineConfig, train_split: dict, val_split: 
     logger = task_logger()
     seed = cfg.train.seed if seed is None else seed
     torch.set_num_threads(cfg.torch_threads)
+    keep_freed_memory()  # glibc: no page-fault storm per step (pno/runtime.py)
     x_tr, y_tr = load_tensors(train_split["path"])
     x_val, y_val = load_tensors(val_split["path"])
     method_cfg, train_cfg = method_configs(method, cfg, x_tr, y_tr, seed)

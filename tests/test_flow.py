@@ -45,6 +45,11 @@ def test_run_produces_an_mlflow_run_with_every_artifact(first_run):
                      "plots/reliability.png", "plots/pit.png", "report/comparison.csv"):
         assert expected in artifacts, expected
     assert any(a.startswith("checkpoints/pno-dropout-") for a in artifacts)
+    assert "reference/features_train.csv" in artifacts  # the drift monitor's reference
+    # the first passing run is registered and becomes the champion
+    champion = MlflowClient(uri).get_model_version_by_alias("pno-darcy-smoke", "champion")
+    assert champion.run_id == run_id and champion.tags["promoted"] == "true"
+    assert run.data.metrics["registry.promoted"] == 1
     # artifacts live beside the SQLite store, not in the working directory
     assert (tmp / "mlruns").is_dir() and not Path("mlruns").exists()
 
@@ -65,7 +70,11 @@ def test_report_lines_are_measured(first_run):
     retry = next(c for c in report["checks"] if c["name"].startswith("transient fault"))
     assert retry["value"] == "Completed after 3 attempts"
     assert report["scores"]["pno-dropout"]["n"] == 8
+    vs_champion = next(c for c in report["checks"] if "vs the champion" in c["name"])
+    assert vs_champion["status"] == "PASS" and "no champion yet" in vs_champion["value"]
+    assert report["promotion"]["promoted"] and report["promotion"]["version"] == "1"
     md = Path(result["report"]["markdown"]).read_text()
+    assert "- Model registry: v1 promoted to champion" in md
     for section in ("Error handling", "Monitoring", "Security", "Quality gates", "Infrastructure",
                     "End-to-end", "Resilience", "Uncertainty scores"):
         assert f"## {section}" in md
@@ -94,6 +103,14 @@ def test_failed_gate_fails_the_report_and_reuses_cache(first_run):
     assert all("cache hit" in v for v in data_lines)
     training = [c["value"] for c in report["checks"] if c["name"].endswith(": training")]
     assert training and all("reused a finished checkpoint" in v for v in training)
+    # registered, but the champion stays where it was, and the version says why
+    promotion = report["promotion"]
+    assert not promotion["promoted"] and "relative L2 of the mean" in promotion["reason"]
+    client = MlflowClient(third["tracking"]["tracking_uri"])
+    version = client.get_model_version("pno-darcy-smoke", promotion["version"])
+    assert version.run_id == third["tracking"]["run_id"] and version.tags["gates"] == "FAIL"
+    assert str(client.get_model_version_by_alias("pno-darcy-smoke", "champion").version) \
+        == promotion["champion"] != promotion["version"]
 
 
 def test_invalid_data_stops_before_training(prefect_server, tmp_path: Path,
