@@ -1,6 +1,7 @@
 """Benchmark: wall time and peak memory of one `pno run` in a fresh folder.
 
-    python benchmarks/pipeline_run.py [--preset default] [--set key=value ...]
+    python benchmarks/pipeline_run.py [--preset default] [--pde NAME] [--method NAME ...]
+                                      [--set key=value ...]
 
 Runs the installed `pno` command in a new temporary folder (nothing cached, fresh MLflow store),
 then prints wall time, peak resident memory of the run (including its children: the temporary
@@ -24,10 +25,14 @@ from pathlib import Path
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="default")
+    parser.add_argument("--pde", default=None, help="the PDE (with its own defaults)")
+    parser.add_argument("--method", dest="methods", action="append", default=[],
+                        help="a method to train (repeatable; 'all': every method)")
     parser.add_argument("--set", dest="sets", action="append", default=[])
     args = parser.parse_args()
     pno = shutil.which("pno") or str(Path(sys.executable).parent / "pno")
-    cmd = [pno, "run", "--preset", args.preset, *[f"--set={s}" for s in args.sets]]
+    cmd = [pno, "run", "--preset", args.preset, *(["--pde", args.pde] if args.pde else []),
+           *[f"--method={m}" for m in args.methods], *[f"--set={s}" for s in args.sets]]
     with tempfile.TemporaryDirectory(prefix="pno-bench-") as tmp:
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)

@@ -82,3 +82,18 @@ def test_served_method_is_the_first_probabilistic_one():
     chosen = build_config("default", {"train": {"methods": ["fno", "mc-dropout", "ensemble"],
                                                 "serve": "ensemble"}})
     assert chosen.train.served_method == "ensemble"
+
+
+@pytest.mark.parametrize("pde", ["burgers", "ks", "navier_stokes"])
+def test_default_rollout_split_can_be_generated(pde: str):
+    """The longest integration of a default run (the rollout split: rollout_steps x t_final)
+    stays within the solver's stability limits; 16 trajectories (a Navier-Stokes solver chunk) of
+    the default parameters. (The forced Navier-Stokes flow spins up and once passed the CFL limit
+    at the then-default 5 steps.)"""
+    from pdes.registry import build_split
+
+    cfg = build_config("default", {"data": {"pde": pde, "n_rollout": 16}}).data
+    gen = cfg.generating_config("rollout")
+    assert gen["n_samples"] == 16 and gen["n_frames"] == cfg.rollout_steps + 1
+    ds = build_split(gen)
+    assert ds.trajectory is not None and ds.trajectory.shape[1] == cfg.rollout_steps + 1
