@@ -22,7 +22,7 @@ from tasks.monitor import (
     start_monitor_run,
     summarize,
 )
-from tasks.tracking import finish_run, log_to_run
+from tasks.tracking import closing_run, log_to_run
 
 
 def _process(new: dict, cfg: MonitorConfig, champion: dict, uri: str, run_id: str,
@@ -67,14 +67,10 @@ def drift_monitor(config: MonitorConfig | None = None) -> dict:
         return result
     run_id = start_monitor_run(uri, cfg.experiment, run_name,
                                {"model_name": name, "champion_version": champion["version"]})
-    try:
+    with closing_run(uri, run_id):
         records = [_process(f, cfg, champion, uri, run_id, work) for f in scan["new"]]
         summary = summarize(records, scan["unreadable"], work)
         log_to_run(uri, run_id, {"summary": [summary["summary"]]}, summary["metrics"])
-    except BaseException:
-        finish_run(uri, run_id, "FAILED")
-        raise
-    finish_run(uri, run_id, "FINISHED")
     print(f"{len(records)} files processed against {name} v{champion['version']}; dataset "
           f"drift in {summary['drifted'] or 'none'}; MLflow run {run_id}")
     return {**result, "processed": records, "run_id": run_id,

@@ -21,7 +21,7 @@ from tasks.evaluate import evaluate_model, plot_comparison
 from tasks.promotion import compare_with_champion, register_model_version
 from tasks.report import record_promotion, write_report
 from tasks.resilience import attempts, guarded_predict, load_test, reload_checkpoint
-from tasks.tracking import finish_run, log_model, log_to_run, start_run
+from tasks.tracking import closing_run, log_model, log_to_run, start_run
 from tasks.train import train_model
 from tasks.validate import check_leakage, validate_split
 
@@ -70,7 +70,7 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
     run_dir = out / "runs" / run_name
     tracking = start_run(cfg, run_name)
     uri, run_id = tracking["tracking_uri"], tracking["run_id"]
-    try:
+    with closing_run(uri, run_id, run_dir):
         data = {s: generate_split(cfg.data, s, out / "data") for s in cfg.data.splits}
         validation = {s: validate_split(data[s]["path"], s, run_dir / "expectations")
                       for s in cfg.data.splits}
@@ -122,12 +122,5 @@ def robustness_pipeline(config: PipelineConfig | None = None) -> dict:
                     "report.gates_total": report["gates_total"],
                     "registry.version": int(promotion["version"]),
                     "registry.promoted": int(promotion["promoted"])})
-    except BaseException:
-        # keep what the stages wrote (e.g. the GX result of data that failed) with the run
-        if run_dir.exists():
-            log_to_run(uri, run_id, {"partial": [run_dir]})
-        finish_run(uri, run_id, "FAILED")
-        raise
-    finish_run(uri, run_id, "FINISHED")
     return {"report": report, "run_dir": str(run_dir), "tracking": tracking,
             "seconds": time.perf_counter() - t0}

@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 
 from pno.config import PipelineConfig
 from tasks.data import generate_split
-from tasks.tracking import finish_run, log_to_run, start_run
+from tasks.tracking import closing_run, log_to_run, start_run
 from tasks.train import train_model
 from tasks.validate import validate_split
 
@@ -31,7 +31,7 @@ def train_pipeline(config: PipelineConfig | None = None) -> dict:
     run_dir = out / "runs" / run_name
     tracking = start_run(cfg, run_name, pipeline="train")
     uri, run_id = tracking["tracking_uri"], tracking["run_id"]
-    try:
+    with closing_run(uri, run_id, run_dir):
         data = {s: generate_split(cfg.data, s, out / "data") for s in TRAIN_SPLITS}
         validation = {s: validate_split(data[s]["path"], s, run_dir / "expectations")
                       for s in TRAIN_SPLITS}
@@ -40,11 +40,5 @@ def train_pipeline(config: PipelineConfig | None = None) -> dict:
         training = [train_model(m, cfg, data["train"], data["val"], out / "checkpoints", run_id,
                                 seed=seed) for m in cfg.train.methods for seed in cfg.train.seeds]
         log_to_run(uri, run_id, {"checkpoints": [t["checkpoint"] for t in training]})
-    except BaseException:
-        if run_dir.exists():
-            log_to_run(uri, run_id, {"partial": [run_dir]})
-        finish_run(uri, run_id, "FAILED")
-        raise
-    finish_run(uri, run_id, "FINISHED")
     return {"checkpoints": {t["label"]: t["checkpoint"] for t in training},
             "tracking": tracking, "seconds": time.perf_counter() - t0}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -110,6 +112,21 @@ def finish_run(tracking_uri: str, run_id: str, status: str) -> list[str]:
     client = MlflowClient(tracking_uri)
     client.set_terminated(run_id, status)
     return list_artifacts(tracking_uri, run_id)
+
+
+@contextmanager
+def closing_run(tracking_uri: str, run_id: str, partial: Path | None = None) -> Iterator[None]:
+    """Close the MLflow run when the block ends: FINISHED when it completes; FAILED when it
+    raises (anything, Ctrl-C included), after logging what ``partial`` holds under ``partial/``
+    (e.g. the GX result of data that failed), so that nothing a stage wrote is lost."""
+    try:
+        yield
+    except BaseException:
+        if partial is not None and partial.exists():
+            log_to_run(tracking_uri, run_id, {"partial": [partial]})
+        finish_run(tracking_uri, run_id, "FAILED")
+        raise
+    finish_run(tracking_uri, run_id, "FINISHED")
 
 
 def list_artifacts(tracking_uri: str, run_id: str, path: str | None = None) -> list[str]:
