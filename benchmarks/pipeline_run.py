@@ -29,6 +29,8 @@ def main() -> int:
     parser.add_argument("--method", dest="methods", action="append", default=[],
                         help="a method to train (repeatable; 'all': every method)")
     parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="copy the run's report folder (report.md, report.json, plots) here")
     args = parser.parse_args()
     pno = shutil.which("pno") or str(Path(sys.executable).parent / "pno")
     cmd = [pno, "run", "--preset", args.preset, *(["--pde", args.pde] if args.pde else []),
@@ -40,6 +42,8 @@ def main() -> int:
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         reports = sorted(Path(tmp).glob("pno-output/runs/*/report.json"))
         report = json.loads(reports[-1].read_text()) if reports else None
+        if reports and args.keep:
+            shutil.copytree(reports[-1].parent, args.keep, dirs_exist_ok=True)
     print(f"command:      {' '.join(cmd[1:])}")
     print(f"machine:      {platform.node()}, {platform.processor() or platform.machine()}, "
           f"{__import__('os').cpu_count()} cores")
@@ -54,6 +58,11 @@ def main() -> int:
     for check in report["checks"]:
         if check["section"] == "Infrastructure" and check["status"] == "INFO":
             print(f"  {check['name']}: {check['value']}")
+    print("gates:")
+    for check in report["checks"]:
+        if check["status"] in ("PASS", "FAIL"):
+            print(f"  {check['status']} {check['name']}: {check['value']} "
+                  f"(threshold {check['threshold']})")
     for method, scores in report["scores"].items():
         print(f"  {method}: " + ", ".join(f"{k}={v:.4g}" for k, v in scores.items()))
     return proc.returncode
