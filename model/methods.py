@@ -54,7 +54,7 @@ class MethodConfig:
     train_samples: int = 3  # samples per input in the energy score (Bulte et al. use 3)
     ensemble_size: int = 5
     ensemble_member: str = "fno"  # "fno" (deterministic) or "pno-reparam" (Gaussian heads)
-    kl_weight: float = 1.0  # variational: weight of KL / n_train in the ELBO
+    kl_weight: float = 1e-6  # variational: weight of KL / n_train in the (tempered) ELBO
     prior_std: float = 1.0  # variational: std of the Gaussian prior on the spectral weights
     deeponet_basis: int = 64
     deeponet_width: int = 128

@@ -96,8 +96,11 @@ class BayesianFNO(FNO):
 
 
 class VariationalFNO(Surrogate):
-    """Variational FNO trained on the ELBO: relative L2 of one posterior draw per batch plus
-    ``kl_weight * KL / n_train``."""
+    """Variational FNO trained on a tempered ELBO: relative L2 of one posterior draw per batch
+    plus ``kl_weight * KL / n_train``. The relative L2 is not a log-likelihood (it is of order
+    0.01-1 per sample while the KL over millions of spectral weights is of order 1e6 nats), so
+    with ``kl_weight`` near 1 the KL pulls the spectral weights to the prior and the model falls
+    back to its skip path; the default weight is small (see ``MethodConfig``)."""
 
     method = "variational"
     probabilistic = True

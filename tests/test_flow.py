@@ -216,15 +216,22 @@ def test_sigterm_during_training_checkpoints_and_exits_143(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # its own server
     env["PREFECT_HOME"] = str(tmp_path / "prefect")  # write nothing outside tmp_path
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
-    deadline = time.monotonic() + 240
-    ckpts: list[Path] = []
-    while time.monotonic() < deadline and proc.poll() is None and not ckpts:
-        ckpts = list((out / "checkpoints").glob("fno-*.pt"))
-        time.sleep(0.1)
-    assert ckpts, "training never wrote a checkpoint"
-    proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=120)
+                            text=True, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        ckpts: list[Path] = []
+        while time.monotonic() < deadline and proc.poll() is None and not ckpts:
+            ckpts = list((out / "checkpoints").glob("fno-*.pt"))
+            time.sleep(0.1)
+        assert ckpts, "training never wrote a checkpoint"
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:  # never leave the run (or its Prefect server) behind, even when an assertion fails
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
     assert proc.returncode == 143, output
     assert "stopped by SIGTERM" in output and "rerun the same command to resume" in output
     ckpt = load_checkpoint(ckpts[0])
