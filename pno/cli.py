@@ -121,6 +121,11 @@ def _summary(result: dict, uri: str, seconds: float) -> None:
                f"in {seconds:.0f} s")
     for failed in report["failed_gates"]:
         typer.echo(f"  failed: {failed}")
+    if report.get("promotion"):
+        from tasks.report import promotion_check
+
+        p = report["promotion"]
+        typer.echo(f"Registry:   {p['model_name']} {promotion_check(p).value}")
     typer.echo(f"Report:     {report['markdown']}")
     typer.echo(f"            {report['json']}")
     typer.echo(f"MLflow run: {tracking['run_id']} (experiment {tracking['experiment_id']}) "

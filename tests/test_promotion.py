@@ -186,3 +186,18 @@ def test_report_lines_say_what_the_registry_did(tmp_path: Path):
     assert written["checks"][-1]["name"] == "promotion in the model registry (pno-darcy)"
     md = Path(paths["markdown"]).read_text()
     assert "- Model registry: v5 not promoted, champion stays v2" in md
+
+
+def test_pno_run_prints_what_the_registry_did(capsys: pytest.CaptureFixture[str]):
+    from pno.cli import _summary
+
+    promotion = {"model_name": NAME, "version": "3", "promoted": False, "champion": "2",
+                 "reason": "failed gates: Quality gates: x", "previous_champion": "2"}
+    report = {"overall_status": "FAIL", "gates_passed": 1, "gates_total": 2,
+              "failed_gates": ["Quality gates: x"], "markdown": "r.md", "json": "r.json",
+              "promotion": promotion}
+    _summary({"report": report, "tracking": {"run_id": "abc", "experiment_id": "1"}},
+             "sqlite:///m.db", 1.0)
+    out = capsys.readouterr().out
+    assert "Registry:   pno-darcy v3 not promoted, champion stays v2: failed gates" in out
+    assert "failed: Quality gates: x" in out
