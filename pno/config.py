@@ -106,17 +106,15 @@ class ModelConfig(Strict):
                          "(32 + 8 = 40 points: an FFT-friendly size)")
     projection_width: int = Field(64, ge=1)
     dropout: float = Field(
-        0.01, gt=0.0, lt=1.0, description="dropout rate of pno-dropout and mc-dropout (0.01, the "
-        "rate of Bulte et al.'s Darcy PNO-D; against 0.1 it lowered PNO-D's test CRPS on Darcy "
-        "and Navier-Stokes and kept every PDE's default run passing, see benchmarks/README.md)")
+        0.01, gt=0.0, lt=1.0, description="dropout rate of pno-dropout and mc-dropout (Bulte et "
+        "al.'s Darcy rate; measured against 0.1 in benchmarks/README.md)")
     ensemble_size: int = Field(5, ge=2, description="ensemble members")
     ensemble_member: Literal["fno", "pno-reparam"] = Field(
         "fno", description="deterministic FNO members (relative L2), or PNO-R members with "
         "Gaussian heads (energy score), which give the ensemble an aleatoric part")
     kl_weight: float = Field(
         1e-6, ge=0.0, description="variational: weight of KL/n_train (a tempered ELBO: the fit "
-        "term is a relative L2, not a likelihood; on the Darcy defaults 1e-4, 1e-5, 1e-6 gave "
-        "relative L2 0.14, 0.071, 0.037 and 1.0 gave 0.19, see benchmarks/README.md)")
+        "term is a relative L2, not a likelihood; the sweep is in benchmarks/README.md)")
     prior_std: float = Field(1.0, gt=0.0, description="variational: prior std of the weights")
     deeponet_basis: int = Field(64, ge=1, description="DeepONet basis functions per channel")
     deeponet_width: int = Field(128, ge=1)
